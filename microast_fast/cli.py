@@ -1,0 +1,233 @@
+"""The ``microast-fast`` command: ``stylize``, ``demo`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .dispatch import BACKEND_CHOICES
+from .images import IMAGE_SUFFIXES, load_image, save_image_atomic, to_uint8
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# (content, style) pairs of the bundled example images shown by ``demo``.
+DEMO_PAIRS = (("chelsea.png", "hubble_deep_field.jpg"), ("coffee.png", "gravel.png"))
+
+
+class UsageError(Exception):
+    """A command line that cannot run as given; reported before any image is processed."""
+
+
+@dataclass
+class Job:
+    content: Path
+    style: Path
+    output: Path
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def expand_inputs(paths: list[str], what: str) -> list[Path]:
+    """Files as given; directories as their image files, sorted."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            found.append(p)
+        else:
+            raise UsageError(f"{what} {str(p)!r} does not exist")
+    if not found:
+        raise UsageError(f"no {what} images found in {paths}")
+    return found
+
+
+def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, overwrite: bool) -> list[Job]:
+    pairs = [(c, s) for c in contents for s in styles]
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        if len(pairs) > 1:
+            raise UsageError(f"-o {out} names one file but there are {len(pairs)} outputs; give a directory")
+        jobs = [Job(*pairs[0], out)]
+    else:
+        names = [out / f"{c.stem}_stylized_{s.stem}.{ext.lstrip('.')}" for c, s in pairs]
+        if len(set(names)) < len(names):
+            raise UsageError("two inputs share a file name stem, so their outputs would collide; rename one")
+        jobs = [Job(c, s, name) for (c, s), name in zip(pairs, names)]
+    inputs = {p.resolve() for p in contents + styles}
+    for job in jobs:
+        if job.output.resolve() in inputs:
+            raise UsageError(f"output {job.output} is one of the inputs; it is never overwritten. Choose another -o")
+        if job.output.exists() and not overwrite:
+            raise UsageError(f"output {job.output} exists; pass --overwrite to replace it")
+    return jobs
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"peak GPU {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+    # ru_maxrss is in KiB on Linux: the high-water mark of the whole process so far.
+    return f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+
+
+def load_model(args):
+    from .model import MicroAST
+
+    return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype])
+
+
+def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.Tensor:
+    """One content image through the model; the output is cropped to the content's size (the model pads
+    sizes up to a multiple of 4, and those extra rows and columns are not part of the picture)."""
+    h, w = content.shape[-2:]
+    with torch.inference_mode():
+        return model(content, signals, alpha)[0, :, :h, :w]
+
+
+def cmd_stylize(args) -> int:
+    from tqdm import tqdm
+
+    contents = expand_inputs(args.content, "content")
+    styles = expand_inputs(args.style, "style")
+    out = Path(args.output)
+    jobs = plan_jobs(contents, styles, out, args.ext, args.overwrite)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    print(f"backend {model.active_backend} on {device}, {args.dtype}", file=sys.stderr)
+
+    failures = 0
+    signals: dict[Path, object] = {}
+    bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr)
+    for content_path in contents:
+        content_jobs = [j for j in jobs if j.content == content_path]
+        try:
+            content = load_image(content_path, args.size).to(device, dtype)
+        except (OSError, ValueError) as err:
+            failures += len(content_jobs)
+            bar.update(len(content_jobs))
+            tqdm.write(f"skipped {content_path}: cannot read it as an image ({err})", file=sys.stderr)
+            continue
+        for job in content_jobs:
+            bar.update(1)
+            try:
+                if job.style not in signals:
+                    style = load_image(job.style, args.style_size or None).to(device, dtype)
+                    with torch.inference_mode():
+                        signals[job.style] = model.encode_style(style)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                image = stylize_file(model, content, signals[job.style], args.alpha)
+                pixels = to_uint8(image)  # copies to the host, so the timing includes the whole forward
+                seconds = time.perf_counter() - start
+                save_image_atomic(pixels, job.output)
+            except (OSError, ValueError, TypeError) as err:
+                failures += 1
+                tqdm.write(f"skipped {job.content} with style {job.style}: {err}", file=sys.stderr)
+                continue
+            h, w = pixels.shape[:2]
+            tqdm.write(f"{job.output}  {w}x{h}  {seconds:.3f} s  {peak_memory(device)}")
+    bar.close()
+    if failures:
+        print(f"{failures} of {len(jobs)} outputs failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def asset_path(name: str) -> Path:
+    return Path(str(resources.files("microast_fast") / "data" / "assets" / name))
+
+
+def cmd_demo(args) -> int:
+    from PIL import Image
+
+    out = Path(args.output)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"-o {out} must be an image file name such as demo.png")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"output {out} exists; pass --overwrite to replace it")
+    model = load_model(args)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    row_height = 256
+    rows = []
+    start = time.perf_counter()
+    for content_name, style_name in DEMO_PAIRS:
+        content = load_image(asset_path(content_name)).to(device, dtype)
+        style = load_image(asset_path(style_name), 512).to(device, dtype)
+        with torch.inference_mode():
+            result = stylize_file(model, content, model.encode_style(style), args.alpha)
+        tiles = [Image.fromarray(to_uint8(t[0] if t.dim() == 4 else t)) for t in (content, style, result)]
+        tiles = [t.resize((round(t.width * row_height / t.height), row_height), Image.Resampling.LANCZOS) for t in tiles]
+        row = Image.new("RGB", (sum(t.width for t in tiles), row_height))
+        x = 0
+        for t in tiles:
+            row.paste(t, (x, 0))
+            x += t.width
+        rows.append(row)
+    seconds = time.perf_counter() - start
+    panel = Image.new("RGB", (max(r.width for r in rows), row_height * len(rows)), "white")
+    for i, row in enumerate(rows):
+        panel.paste(row, (0, i * row_height))
+    save_image_atomic(panel, out)
+    print(f"wrote {out}: content | style | result, backend {model.active_backend} on {device}, "
+          f"{seconds:.2f} s, {peak_memory(device)}")
+    return 0
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="default: the fastest available")
+    p.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="compute dtype (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=1.0, help="stylisation strength in [0, 1] (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (inputs never)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microast-fast", description="MicroAST style transfer with fused kernels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stylize", help="stylise content images with style images")
+    p.add_argument("content", nargs="+", help="content image files or directories")
+    p.add_argument("--style", action="append", required=True, help="style image file or directory (repeatable)")
+    p.add_argument("-o", "--output", required=True, help="output file (one output) or directory")
+    p.add_argument("--size", type=int, default=None, help="resize content so its shorter side is SIZE (default: keep)")
+    p.add_argument("--style-size", type=int, default=512, help="shorter side of style images (default 512; 0 keeps)")
+    p.add_argument("--ext", default="png", help="output format when -o is a directory (default: png)")
+    add_model_options(p)
+    p.set_defaults(run=cmd_stylize)
+
+    p = sub.add_parser("demo", help="stylise the bundled example images with the bundled weights (offline)")
+    p.add_argument("-o", "--output", default="demo.png", help="output image (default: %(default)s)")
+    add_model_options(p)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not 0.0 <= args.alpha <= 1.0:
+            raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
+        for name in ("size", "style_size"):
+            value = getattr(args, name, None)
+            if value is not None and value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        return args.run(args)
+    except (UsageError, ValueError, RuntimeError) as err:
+        print(f"microast-fast: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

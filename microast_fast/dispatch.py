@@ -1,0 +1,62 @@
+"""Which backend runs a forward pass, and why another one cannot.
+
+A backend is a module with two functions: ``encode_style(model, style) -> StyleSignals`` and
+``stylize(model, content, signals, alpha) -> image``. Asking for one that cannot run raises; nothing
+falls back silently to a slower path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("torch", "triton", "cuda")
+BACKEND_CHOICES = ("auto",) + BACKENDS
+
+# Preference of "auto" on a CUDA device, fastest first; on a CPU only "torch" applies.
+_AUTO_ORDER_CUDA = ("cuda", "triton", "torch")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here; the message says what is missing."""
+
+
+def check_backend_name(name: str) -> str:
+    if name not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    return name
+
+
+def unavailable_reason(name: str, device: torch.device) -> str | None:
+    """None when backend ``name`` can run on ``device``, else what is missing, in words a user can act on."""
+    check_backend_name(name)
+    if name == "torch":
+        return None
+    if name == "triton":
+        return "the Triton kernels are not part of this release yet; use backend='torch'"
+    if name == "cuda":
+        return "the CUDA extension (microast_fast._C) is not part of this release yet; use backend='torch'"
+    raise AssertionError(name)
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    """The concrete backend for ``requested`` on ``device``; raises BackendUnavailableError if it cannot run."""
+    check_backend_name(requested)
+    if requested == "auto":
+        order = _AUTO_ORDER_CUDA if device.type == "cuda" else ("torch",)
+        return next(name for name in order if unavailable_reason(name, device) is None)
+    reason = unavailable_reason(requested, device)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {requested!r} is not available on {device}: {reason}")
+    return requested
+
+
+def backend_module(name: str) -> ModuleType:
+    return importlib.import_module(f"microast_fast.{name}_backend")
+
+
+def backend_report(device: torch.device) -> dict[str, str | None]:
+    """Each backend -> None if it runs on ``device``, else why not (for ``bench`` and error messages)."""
+    return {name: unavailable_reason(name, device) for name in BACKENDS}

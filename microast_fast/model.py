@@ -1,0 +1,123 @@
+"""``MicroAST``: the drop-in fast module. Same submodules and state_dict keys as the reference;
+its forward runs on the chosen backend (``microast_fast.dispatch``)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from . import dispatch
+from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
+from .reference import Decoder, Encoder, MicroASTReference, Modulator
+from .signals import StyleSignals
+from .validation import check_image, check_model_match, check_pair, normalize_alpha
+
+
+class MicroAST(StrictStateDictMixin, nn.Module):
+    """MicroAST style transfer with fused backends.
+
+    ``forward(content [N,3,H,W], style [N or 1,3,h,w] | StyleSignals, alpha=1.0)`` returns
+    ``[N, 3, 4*ceil(H/4), 4*ceil(W/4)]``, as the published model. ``alpha`` is a float or a tensor of N
+    values in [0, 1]. ``backend`` is "auto", "torch", "triton" or "cuda"; ``active_backend`` says what
+    runs on the model's current device.
+    """
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__()
+        self.content_encoder = Encoder()
+        self.style_encoder = Encoder()
+        self.modulator = Modulator()
+        self.decoder = Decoder()
+        self.backend = dispatch.check_backend_name(backend)
+        self._warned_autograd = False
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, backend: str = "auto", device=None, dtype=None) -> "MicroAST":
+        """The published weights bundled with the package (offline), for inference: eval mode, frozen."""
+        model = cls(backend)
+        load_bundled(model)
+        return model._ready(device, dtype)
+
+    @classmethod
+    def from_official(cls, directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,
+                      backend: str = "auto", device=None, dtype=None) -> "MicroAST":
+        """The four published files (``<module>_iter_<iteration>.pth.tar``) from ``directory``."""
+        model = cls(backend)
+        load_checkpoint_dir(model, directory, iteration)
+        return model._ready(device, dtype)
+
+    @classmethod
+    def from_reference(cls, reference: MicroASTReference, backend: str = "auto") -> "MicroAST":
+        """A fast module with the reference's weights, device, dtype and train/eval mode."""
+        param = next(reference.parameters())
+        model = cls(backend).to(device=param.device, dtype=param.dtype)
+        model.load_state_dict(reference.state_dict())
+        model.train(reference.training)
+        model.requires_grad_(param.requires_grad)
+        model.active_backend  # fail now, not at the first forward, if the backend cannot run here
+        return model
+
+    def _ready(self, device, dtype) -> "MicroAST":
+        self.eval().requires_grad_(False)
+        self.to(device=device, dtype=dtype)
+        self.active_backend
+        return self
+
+    # --- backend ------------------------------------------------------------------------------
+    @property
+    def active_backend(self) -> str:
+        """The backend that runs on this model's device (raises if the requested one cannot)."""
+        return dispatch.resolve_backend(self.backend, self._param.device)
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return self.content_encoder.enc1[0].conv_layer.weight
+
+    def _backend_for(self, *tensors) -> object:
+        name = self.active_backend
+        needs_grad = torch.is_grad_enabled() and (
+            any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
+        )
+        if needs_grad and name != "torch":
+            if not self._warned_autograd:
+                warnings.warn(
+                    f"backend {name!r} runs inference only; autograd is recording (grad enabled and an input or "
+                    "parameter requires grad), so this call runs the differentiable 'torch' path. Use "
+                    "torch.inference_mode() or model.requires_grad_(False) for the fused kernels.",
+                    stacklevel=3,
+                )
+                self._warned_autograd = True
+            name = "torch"
+        return dispatch.backend_module(name)
+
+    # --- inference ----------------------------------------------------------------------------
+    def encode_style(self, style: torch.Tensor) -> StyleSignals:
+        """FeatMod statistics and FilterMod signals of ``style`` ``[S, 3, h, w]``, reusable across calls."""
+        check_image("style", style)
+        check_model_match("style", style, self._param)
+        return self._backend_for(style).encode_style(self, style)
+
+    def forward(self, content: torch.Tensor, style, alpha=1.0) -> torch.Tensor:
+        check_image("content", content)
+        check_model_match("content", content, self._param)
+        if isinstance(style, StyleSignals):
+            style_tensors = tuple(style)
+        else:
+            check_image("style", style)
+            check_model_match("style", style, self._param)
+            style_tensors = (style,)
+        check_pair(content, style)
+        alpha = normalize_alpha(alpha, content.shape[0], content.device)
+        backend = self._backend_for(content, *style_tensors)
+        signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
+        return backend.stylize(self, content, signals, alpha)
+
+
+def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,
+                  backend: str = "auto", device=None, dtype=None) -> MicroAST:
+    """``MicroAST`` from a folder holding the published four-file release."""
+    return MicroAST.from_official(directory, iteration, backend=backend, device=device, dtype=dtype)

@@ -1,0 +1,36 @@
+"""What a style image contributes to the decoder, computed once and reusable for many content images."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class StyleSignals(NamedTuple):
+    """Per-sample, per-channel signals for the decoder's two FilterMod blocks, each ``[S, 64, 1, 1]``.
+
+    ``dec1_*`` serve the first block (statistics of the style's f1, FilterMod pair from f1),
+    ``dec2_*`` the second (statistics of f0, pair from f0): the published pairing.
+    Statistics are fp32 whatever the model's dtype; ``S`` is the style batch (1 broadcasts over content).
+    """
+
+    dec1_mean: torch.Tensor
+    dec1_std: torch.Tensor
+    dec1_w: torch.Tensor
+    dec1_b: torch.Tensor
+    dec2_mean: torch.Tensor
+    dec2_std: torch.Tensor
+    dec2_w: torch.Tensor
+    dec2_b: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.dec1_mean.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.dec1_mean.device
+
+    def to(self, device) -> "StyleSignals":
+        return StyleSignals(*(t.to(device) for t in self))
