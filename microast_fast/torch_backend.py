@@ -51,7 +51,7 @@ def encode_style(model, style: torch.Tensor) -> StyleSignals:
 
 
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
-    """``alpha`` is a float or an fp32 tensor ``[N, 1, 1, 1]``."""
+    """``alpha`` is a float or a float tensor ``[N or 1, 1, 1, 1]``."""
     _, x = model.content_encoder(content)
     decoder = model.decoder
     for block, (s_mean, s_std, w, b) in (

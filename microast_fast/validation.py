@@ -64,7 +64,8 @@ def check_pair(content: torch.Tensor, style) -> None:
 
 
 def normalize_alpha(alpha, n: int, device: torch.device):
-    """A float in [0, 1] stays a float; a tensor of 1 or N values becomes fp32 ``[N or 1, 1, 1, 1]``."""
+    """A float in [0, 1] stays a float; a tensor of 1 or N values becomes ``[N or 1, 1, 1, 1]`` in fp32
+    (float64 stays float64: the statistics it meets are fp32 or better)."""
     if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) or torch.is_tensor(alpha)):
         raise TypeError(f"alpha must be a float in [0, 1] or a tensor of {n} such floats, got {type(alpha).__name__}")
     if not torch.is_tensor(alpha):
@@ -79,4 +80,5 @@ def normalize_alpha(alpha, n: int, device: torch.device):
     values = alpha.detach().float()
     if torch.isnan(values).any() or (values < 0).any() or (values > 1).any():
         raise ValueError(f"every alpha must be in [0, 1] (no NaN), got {values.tolist()}")
-    return alpha.to(device=device, dtype=torch.float32).reshape(-1, 1, 1, 1)
+    dtype = torch.float64 if alpha.dtype == torch.float64 else torch.float32
+    return alpha.to(device=device, dtype=dtype).reshape(-1, 1, 1, 1)

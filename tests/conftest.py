@@ -1,0 +1,12 @@
+"""Shared test set-up. On a machine without CUDA the Triton kernels run in Triton's CPU interpreter,
+which must be chosen before triton is first imported."""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    assert "triton" not in sys.modules or os.environ.get("TRITON_INTERPRET") == "1", \
+        "triton was imported before TRITON_INTERPRET could be set"
+    os.environ.setdefault("TRITON_INTERPRET", "1")

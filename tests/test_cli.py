@@ -1,0 +1,127 @@
+"""The microast-fast command end to end, in subprocesses, as a user runs it."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from microast_fast import MicroAST
+from microast_fast.cli import asset_path
+from microast_fast.images import load_image, to_uint8
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "microast_fast.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A small RGB photo, a grayscale one, a corrupt file and a style, in a folder."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(asset_path("chelsea.png")).crop((100, 50, 197, 121)).save(folder / "cat.png")
+    Image.open(asset_path("gravel.png")).crop((0, 0, 61, 45)).save(folder / "gravel.png")  # mode "L"
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    style = tmp_path / "style.jpg"
+    Image.open(asset_path("hubble_deep_field.jpg")).crop((0, 0, 120, 90)).save(style)
+    return folder, style
+
+
+def test_stylize_folder_with_grayscale_and_corrupt_images(photos, tmp_path):
+    folder, style = photos
+    out = tmp_path / "out"
+    result = cli("stylize", folder, "--style", style, "-o", out, "--backend", "torch", "--style-size", "0")
+    assert result.returncode == 1, result.stderr  # one input failed: non-zero, after the others ran
+    assert "corrupt.jpg" in result.stderr and "1 of 3 outputs failed" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["cat_stylized_style.png", "gravel_stylized_style.png"]
+    assert "peak RSS" in result.stdout and " s " in result.stdout
+
+    # The file holds exactly what the module computes, cropped to the content's own size.
+    model = MicroAST.from_pretrained(backend="torch")
+    content, style_tensor = load_image(folder / "cat.png"), load_image(style)
+    with torch.inference_mode():
+        expected = to_uint8(model(content, style_tensor)[0, :, :71, :97])
+    written = np.asarray(Image.open(out / "cat_stylized_style.png"))
+    assert written.shape == (71, 97, 3)
+    assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1  # 8-bit rounding of fp32 noise
+    gray = Image.open(out / "gravel_stylized_style.png")
+    assert gray.mode == "RGB" and gray.size == (61, 45)
+
+
+def test_single_output_file_alpha_and_resize(photos, tmp_path):
+    folder, style = photos
+    out = tmp_path / "cat.jpg"
+    result = cli("stylize", folder / "cat.png", "--style", style, "-o", out, "--alpha", "0.5", "--size", "40")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (55, 40)  # shorter side resized to 40
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_never_overwrites(photos, tmp_path):
+    folder, style = photos
+    result = cli("stylize", folder / "cat.png", "--style", style, "-o", folder / "cat.png", "--overwrite")
+    assert result.returncode == 2 and "one of the inputs" in result.stderr
+    existing = tmp_path / "taken.png"
+    existing.write_bytes(b"keep me")
+    result = cli("stylize", folder / "cat.png", "--style", style, "-o", existing)
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert existing.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--alpha", "1.5"], r"--alpha must be in \[0, 1\]"),
+        (["--backend", "cuda"], "backend 'cuda' is not available"),
+        (["--style", "missing.png"], "does not exist"),
+    ],
+)
+def test_usage_errors(photos, tmp_path, args, message):
+    folder, style = photos
+    base = ["stylize", folder / "cat.png", "-o", tmp_path / "o.png"]
+    result = cli(*base, *(args if "--style" in args else ["--style", style, *args]))
+    assert result.returncode == 2
+    assert re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_demo_runs_offline(tmp_path):
+    # Any network access would go to a dead proxy and fail: the demo needs only what the package ships.
+    env = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-m", "microast_fast.cli", "demo", "-o", "demo.png"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    panel = Image.open(tmp_path / "demo.png")
+    assert panel.mode == "RGB" and panel.height == 512
+    # The result tiles are stylised: not a copy of the content tile next to them.
+    array = np.asarray(panel).astype(int)
+    assert array.std() > 10
+
+
+def test_image_loading_modes(tmp_path):
+    rgba = Image.new("RGBA", (8, 6), (255, 0, 0, 0))
+    rgba.save(tmp_path / "rgba.png")
+    assert torch.equal(load_image(tmp_path / "rgba.png")[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    palette = Image.new("P", (8, 6))
+    palette.putpalette([0, 0, 0, 0, 255, 0])
+    palette.putpixel((1, 1), 1)
+    palette.save(tmp_path / "p.png")
+    assert torch.equal(load_image(tmp_path / "p.png")[0, :, 1, 1], torch.tensor([0.0, 1.0, 0.0]))
+    deep = Image.fromarray(np.full((6, 8), 65535 // 2, dtype=np.uint16))
+    deep.save(tmp_path / "deep.png")
+    loaded = load_image(tmp_path / "deep.png")
+    assert loaded.shape == (1, 3, 6, 8) and abs(loaded.mean().item() - 0.5) < 1e-4
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (8, 4), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").shape == (1, 3, 8, 4)
