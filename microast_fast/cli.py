@@ -82,7 +82,8 @@ def peak_memory(device: torch.device) -> str:
 def load_model(args):
     from .model import MicroAST
 
-    return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype])
+    return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype],
+                                    max_memory=args.max_memory, tile_size=args.tile_size)
 
 
 def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.Tensor:
@@ -191,6 +192,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="compute dtype (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=1.0, help="stylisation strength in [0, 1] (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (inputs never)")
+    p.add_argument("--max-memory", default=None,
+                   help="stream each image in tiles within this working-memory budget, e.g. 2GB (exact result)")
+    p.add_argument("--tile-size", type=int, default=None, help="stream in tiles of this many quarter-res pixels a side")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo.png", help="output image (default: %(default)s)")
     add_model_options(p)
     p.set_defaults(run=cmd_demo)
+    from . import bench
+    bench.add_parser(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import dispatch
+from . import dispatch, streaming
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
 from .signals import StyleSignals
@@ -25,20 +25,25 @@ class MicroAST(StrictStateDictMixin, nn.Module):
     runs on the model's current device.
     """
 
-    def __init__(self, backend: str = "auto"):
+    def __init__(self, backend: str = "auto", max_memory=None, tile_size: int | None = None):
         super().__init__()
         self.content_encoder = Encoder()
         self.style_encoder = Encoder()
         self.modulator = Modulator()
         self.decoder = Decoder()
         self.backend = dispatch.check_backend_name(backend)
+        self.max_memory = None if max_memory is None else streaming.parse_bytes(max_memory)
+        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
+            raise ValueError(f"tile_size is a tile side in quarter-resolution pixels (a positive int), got {tile_size!r}")
+        self.tile_size = tile_size
         self._warned_autograd = False
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, backend: str = "auto", device=None, dtype=None) -> "MicroAST":
-        """The published weights bundled with the package (offline), for inference: eval mode, frozen."""
-        model = cls(backend)
+    def from_pretrained(cls, backend: str = "auto", device=None, dtype=None, **options) -> "MicroAST":
+        """The published weights bundled with the package (offline), for inference: eval mode, frozen.
+        ``options``: ``max_memory`` / ``tile_size`` (see ``forward``)."""
+        model = cls(backend, **options)
         load_bundled(model)
         return model._ready(device, dtype)
 
@@ -114,7 +119,27 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         alpha = normalize_alpha(alpha, content.shape[0], content.device)
         backend = self._backend_for(content, *style_tensors)
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
-        return backend.stylize(self, content, signals, alpha)
+        tile = self.streaming_tile(content)
+        if tile is None:
+            return backend.stylize(self, content, signals, alpha)
+        if backend.__name__ != "microast_fast.torch_backend":
+            raise dispatch.BackendUnavailableError(
+                f"tiled streaming (max_memory / tile_size) runs on the 'torch' backend only in this release, "
+                f"not {self.active_backend!r}; drop max_memory and tile_size or use backend='torch'"
+            )
+        return streaming.stylize(self, content, signals, alpha, tile)
+
+    def streaming_tile(self, content: torch.Tensor) -> int | None:
+        """Tile side (quarter-res pixels) for streaming ``content``, or None for whole-image execution.
+
+        ``tile_size`` sets it; ``max_memory`` (bytes or "2GB") picks the largest tile whose working
+        memory, with the input, output and two quarter-resolution maps, fits the budget."""
+        if self.tile_size is not None:
+            return self.tile_size
+        if self.max_memory is None:
+            return None
+        n, _, h, w = content.shape
+        return streaming.tile_for_budget(n, h, w, content.element_size(), self.max_memory)
 
 
 def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,
