@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# GPU run: install this checkout, run the GPU tests, then `microast-fast bench` at 1080p, 4K and 8K in
+# float32, float16 and bfloat16, every result written to OUTDIR. For a machine with an NVIDIA GPU, its
+# own torch and triton, and no network:
+#
+#   bash benchmarks/gpu_run.sh OUTDIR
+#
+# OUTDIR receives results.csv (rows as `bench --record` writes them; merge them into
+# benchmarks/results/results.csv), one JSON and one log per step, env.txt, table.md, the plots, and
+# skipped.txt naming any step that did not fit.
+#
+# The whole run ends within 10 minutes: every step runs under `timeout` against one deadline, the most
+# wanted measurements first, and a step that no longer fits is skipped. Budget on an H100-class GPU
+# (each measurement is a fresh process: about 5 s to start Python, torch and a CUDA context, then
+# its calls, which take well under a second each up to 8K):
+#   install <= 180 s, GPU tests <= 150 s, then
+#   4K and 1080p, 3 dtypes x (reference, torch, triton, cuda): 6 to 12 processes each, about 1 min each;
+#   memory profile at 4K, fp16 and fp32: about 1 min;
+#   8K, 3 dtypes: about 1 to 2 min. The float32 reference at 8K is kept: 55,544 FLOP/pixel x 35.4 Mpixel
+#     = 2.0 TFLOP per forward, about 0.2 s even at 10 fp32 TFLOP/s; its memory scales from the spec's
+#     4.3 GB at 3840x2160 by the 4.3x pixel count to about 18 GB, far below 78 GiB (H100). It still runs
+#     last within its step, under --worker-timeout, so if it does not fit only it is lost.
+#   compiled (torch.compile mode=max-autotune, the tuning takes minutes) only at 4K, with what is left.
+set -u -o pipefail
+
+if [[ $# -ne 1 ]]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+mkdir -p "$1" || exit 2
+OUTDIR=$(cd "$1" && pwd)  # absolute, since the steps run from the repository root
+cd "$(dirname "$0")/.." || exit 2
+
+PYTHON=${PYTHON:-python}
+BUDGET=570  # seconds of the 10 minutes; the rest is slack for the last step's clean-up
+unset TRITON_INTERPRET  # the real kernels, never Triton's CPU interpreter
+export MAX_JOBS=${MAX_JOBS:-16}  # parallel compile jobs, should the install build a CUDA extension
+REFDIR=$(mktemp -d)  # reference outputs for the error column: up to ~1 GB, so not in OUTDIR
+trap 'rm -rf "$REFDIR"' EXIT
+failed=0
+
+# step NAME MIN MAX COMMAND...: runs COMMAND for at most MAX seconds and never past the deadline, its
+# output in OUTDIR/NAME.log; skipped when fewer than MIN seconds are left. Returns COMMAND's status.
+step() {
+    local name=$1 min=$2 max=$3
+    shift 3
+    local limit=$((BUDGET - SECONDS))
+    if ((limit < min)); then
+        echo "skipped $name: ${limit} s left, it needs ${min} s" | tee -a "$OUTDIR/skipped.txt"
+        return 0
+    fi
+    if ((limit > max)); then
+        limit=$max
+    fi
+    echo "== $name (at most ${limit} s): $*"
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUTDIR/$name.log"
+    local rc=${PIPESTATUS[0]}
+    if ((rc == 124 || rc == 137)); then
+        echo "$name: stopped after ${limit} s (its finished measurements are kept)" | tee -a "$OUTDIR/skipped.txt"
+    fi
+    return "$rc"
+}
+
+{
+    date -u +%Y-%m-%dT%H:%M:%SZ
+    git rev-parse --short HEAD 2>/dev/null || echo "git revision unknown"
+    nvidia-smi 2>&1 || echo "nvidia-smi not found"
+    "$PYTHON" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+    "$PYTHON" -c 'import triton; print("triton", triton.__version__)' 2>&1
+} >"$OUTDIR/env.txt" 2>&1
+
+# --no-index: there is no network, so pip must not even try an index.
+if ! step install 30 180 "$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e .; then
+    echo "install failed (see $OUTDIR/install.log); nothing measured" >&2
+    exit 1
+fi
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "torch sees no CUDA device here; this script is for a GPU machine" >&2
+    exit 1
+fi
+
+# Exit status 5 is pytest's "no tests collected": no test is marked gpu yet.
+step gpu-tests 30 150 "$PYTHON" -m pytest tests -m gpu -q -p no:cacheprovider --junitxml="$OUTDIR/gpu-tests.xml"
+rc=$?
+if ((rc != 0 && rc != 5)); then
+    failed=1
+fi
+
+BENCH=("$PYTHON" -m microast_fast.cli bench --device cuda --record --results-csv "$OUTDIR/results.csv"
+    --reference-dir "$REFDIR" --worker-timeout 120)
+FAST=reference,torch,triton,cuda
+
+step bench-4k 40 240 "${BENCH[@]}" --size 4k --dtype fp16,bf16,fp32 --backends "$FAST" \
+    --warmup 2 --repeat 5 --json "$OUTDIR/bench_4k.json"
+step bench-1080p 40 150 "${BENCH[@]}" --size 1080p --dtype fp16,bf16,fp32 --backends "$FAST" \
+    --warmup 2 --repeat 5 --json "$OUTDIR/bench_1080p.json"
+step memory-4k 40 120 "${BENCH[@]}" --memory-profile --size 4k --dtype fp16,fp32 --backends "$FAST" \
+    --json "$OUTDIR/memory_4k.json"
+step bench-8k 60 200 "${BENCH[@]}" --size 8k --dtype fp16,bf16,fp32 --backends "$FAST" \
+    --warmup 1 --repeat 3 --json "$OUTDIR/bench_8k.json"
+# compiled last: its compile time is the least predictable. The reference it is compared with was
+# measured by bench-4k into REFDIR; the worker gets all the time left but 15 s.
+for dtype in fp16 fp32; do
+    left=$((BUDGET - SECONDS - 15))
+    step "compiled-4k-$dtype" 120 600 "${BENCH[@]}" --worker-timeout "$left" --size 4k --dtype "$dtype" \
+        --backends compiled --warmup 3 --repeat 5 --json "$OUTDIR/compiled_4k_$dtype.json"
+done
+
+if [[ -s "$OUTDIR/results.csv" ]]; then
+    "$PYTHON" benchmarks/plot.py --csv "$OUTDIR/results.csv" --out "$OUTDIR" --no-readme >"$OUTDIR/table.md" 2>&1 ||
+        echo "plot.py failed (see $OUTDIR/table.md)" >&2
+fi
+echo "done in ${SECONDS} s; results in $OUTDIR"
+exit "$failed"
