@@ -8,6 +8,7 @@ falls back silently to a slower path.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 import torch
@@ -35,10 +36,28 @@ def unavailable_reason(name: str, device: torch.device) -> str | None:
     if name == "torch":
         return None
     if name == "triton":
-        return "the Triton kernels are not part of this release yet; use backend='torch'"
+        return _triton_unavailable_reason(device)
     if name == "cuda":
         return "the CUDA extension (microast_fast._C) is not part of this release yet; use backend='torch'"
     raise AssertionError(name)
+
+
+def _triton_unavailable_reason(device: torch.device) -> str | None:
+    # On a CPU the kernels run only in Triton's interpreter, which must be chosen before triton is
+    # first imported: check the environment before importing anything.
+    if device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return ("the Triton kernels need a CUDA device; on a CPU they run only in Triton's interpreter "
+                    "(set TRITON_INTERPRET=1 before triton is imported; slow, meant for testing)")
+    elif device.type != "cuda":
+        return f"the Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1), not on {device.type}"
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton cannot be imported ({exc}); install it with `pip install triton`"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "this PyTorch build has no working CUDA"
+    return None
 
 
 def resolve_backend(requested: str, device: torch.device) -> str:

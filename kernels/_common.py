@@ -1,0 +1,67 @@
+"""Pieces every MicroAST kernel shares: reflection indexing, dtype mapping, launch configs."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+# Decided when triton is first imported (tests/conftest.py sets it on CPU-only machines): kernels
+# decorated under the interpreter are InterpretedFunctions and run on CPU tensors.
+INTERPRET = bool(knobs.runtime.interpret)
+
+# fp32 statistics and accumulation whatever the map dtype; these are the map dtypes the kernels take.
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def autotune_configs(gpu_configs: list[triton.Config], interpreter_config: triton.Config) -> list[triton.Config]:
+    """The GPU list on a GPU; one config under the interpreter, where timing means nothing and every
+    extra config would only slow the tests (a single config skips the autotuner's benchmarking).
+
+    Interpreter configs use big tiles: there every tl op costs a fixed Python overhead whatever its
+    size, so fewer, larger programs run the test shapes several times faster. Their shapes are not
+    compiled for a GPU (tests/test_triton_compile.py compiles the GPU lists)."""
+    return [interpreter_config] if INTERPRET else gpu_configs
+
+
+def launched_config(kernel) -> dict:
+    """Meta-parameters of the config the autotuner used for ``kernel``'s last launch."""
+    return kernel.best_config.kwargs
+
+
+def check_map_dtype(x: torch.Tensor) -> None:
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"the Triton kernels take float32, float16 or bfloat16 maps, got {x.dtype}")
+
+
+def persistent_programs(device: torch.device, work_items: int, per_sm: int = 4) -> int:
+    """Program count for a persistent kernel: enough to fill the GPU, never more than the work."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(work_items, sms * per_sm))
+    return max(1, work_items)
+
+
+@triton.jit
+def reflect(i, n):
+    """Reflection padding as index arithmetic (``F.pad(mode="reflect")``): -1 -> 1, n -> n - 2.
+
+    Valid for pads shorter than the side, which the 5x5 minimum image guarantees at every level.
+    The final clamp only keeps lanes of partial tiles (masked out later) inside the map.
+    """
+    i = tl.where(i < 0, -i, i)
+    i = tl.where(i > n - 1, 2 * (n - 1) - i, i)
+    return tl.minimum(tl.maximum(i, 0), n - 1)
+
+
+@triton.jit
+def bilinear_up2_source(o, n_src):
+    """Source row (or column) pair and weight of output index ``o`` of a bilinear x2 upsampling with
+    align_corners=False, as PyTorch computes them: ``src = max((o + 0.5) / 2 - 0.5, 0)``,
+    neighbours ``floor(src)`` and ``min(floor(src) + 1, n_src - 1)``, weight of the second ``src - floor(src)``."""
+    src = tl.maximum(o.to(tl.float32) * 0.5 - 0.25, 0.0)
+    i0 = src.to(tl.int32)  # src >= 0, so truncation is floor
+    lam = src - i0.to(tl.float32)
+    i1 = tl.minimum(i0 + 1, n_src - 1)
+    return i0, i1, lam

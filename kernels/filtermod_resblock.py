@@ -1,0 +1,197 @@
+"""The 64-channel residual block at quarter resolution, with or without FeatMod / FilterMod.
+
+Plain (encoders):   ``out = x + conv2(relu(conv1(x)))``.
+Decoder form:       ``x' = A * x + B``  (FeatMod + alpha as one per-(n, c) affine, MICROAST_SPEC.md)
+                    ``y3 = relu(w * conv1(x') + b * x')``,  ``out = x' + w * conv2(y3) + b * y3``.
+
+Two launches of one kernel (``SECOND`` selects the epilogue): conv1 + FilterMod + ReLU, then
+conv2 + FilterMod + residual + the next FeatMod's statistics partials. The 64-channel intermediate
+``y3`` goes through global memory once; a single launch with a 2-pixel halo would avoid that (not done).
+
+Each 3x3 convolution is an implicit GEMM: per tap, a ``[pixels, 64]`` tile gathered at reflected
+coordinates (no padded copy) times the ``[64, 64]`` tap weight on ``tl.dot``, fp32 accumulation.
+The affine ``A * x + B`` commutes with reflection padding, so it is applied as the tile is loaded,
+to the conv input (conv1) and to the skip term (conv2): the normalised map never exists.
+Maps are NHWC ``[N, H, W, 64]`` so that each pixel's channels are one contiguous load.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import autotune_configs, check_map_dtype, reflect
+from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
+
+CHANNELS = 64
+
+
+@triton.jit
+def featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride, alpha_ptr, alpha_stride,
+                   C: tl.constexpr):
+    """``alpha * FeatMod(x) + (1 - alpha) * x = A * x + B`` per channel of sample ``n`` (fp32)."""
+    x_mean = tl.load(x_mean_ptr + n * C + c)
+    x_std = tl.load(x_std_ptr + n * C + c)
+    s_mean = tl.load(s_mean_ptr + n * style_stride + c).to(tl.float32)
+    s_std = tl.load(s_std_ptr + n * style_stride + c).to(tl.float32)
+    alpha = tl.load(alpha_ptr + n * alpha_stride).to(tl.float32)
+    ratio = s_std / x_std
+    return alpha * ratio + (1.0 - alpha), alpha * (s_mean - x_mean * ratio)
+
+
+@triton.autotune(
+    configs=autotune_configs(
+        # The epilogue holds a few [pixels, 64] fp32 tiles: at most 32 pixel-channels per thread
+        # (pixels * 64 / threads), or registers spill (tests/test_triton_compile.py).
+        [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4),
+         triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=4)],
+        triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
+    ),
+    key=["H", "W"],
+)
+@triton.jit
+def resblock_conv3x3_kernel(
+    in_ptr, skip_ptr, w_ptr, bias_ptr, out_ptr, part_ptr,
+    x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride, alpha_ptr, alpha_stride,
+    filt_w_ptr, filt_b_ptr, filt_stride,
+    H, W,
+    SECOND: tl.constexpr, FEATMOD: tl.constexpr, FILTERMOD: tl.constexpr, STATS: tl.constexpr,
+    C: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # grid: (tiles of one sample, N). A tile never spans two samples, so its statistics partial is
+    # one sample's.
+    tile = tl.program_id(0)
+    n = tl.program_id(1)
+    tiles_w = tl.cdiv(W, TILE_W)
+    p = tl.arange(0, TILE_H * TILE_W)
+    py = (tile // tiles_w) * TILE_H + p // TILE_W
+    px = (tile % tiles_w) * TILE_W + p % TILE_W
+    valid = (py < H) & (px < W)
+    c = tl.arange(0, C)
+    sample = n.to(tl.int64) * H * W * C
+
+    # K loop over (tap, channel chunk): a runtime loop, so the compiler neither unrolls nor hoists the
+    # nine gathers (which cost 255 registers and spills when unrolled), and BLOCK_K keeps the fp32
+    # FMA-based dot's per-thread operands small.
+    kc = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([TILE_H * TILE_W, C], tl.float32)
+    for kk in range(9 * (C // BLOCK_K)):
+        tap = kk // (C // BLOCK_K)
+        k0 = (kk % (C // BLOCK_K)) * BLOCK_K
+        iy = reflect(py + (tap // 3 - 1), H)
+        ix = reflect(px + (tap % 3 - 1), W)
+        v = tl.load(in_ptr + sample + (iy * W + ix)[:, None] * C + (k0 + kc)[None, :], mask=valid[:, None], other=0.0)
+        v = v.to(tl.float32)
+        if FEATMOD and not SECOND:
+            a_k, b_k = featmod_affine(n, k0 + kc, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
+                                      alpha_ptr, alpha_stride, C)
+            v = v * a_k[None, :] + b_k[None, :]
+        w_tap = tl.load(w_ptr + tap * C * C + (k0 + kc)[:, None] * C + c[None, :])  # [c_in chunk, c_out]
+        # "ieee": exact fp32 products on the GPU (TF32 would lose the 1e-4 contract); half maps use
+        # their own tensor-core path with fp32 accumulation.
+        acc = tl.dot(v.to(w_tap.dtype), w_tap, acc, input_precision="ieee")
+
+    if FEATMOD:
+        a, b = featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
+                              alpha_ptr, alpha_stride, C)
+    y = acc + tl.load(bias_ptr + c).to(tl.float32)[None, :]
+    offs = sample + (py * W + px)[:, None] * C + c[None, :]
+    if FILTERMOD:
+        # FilterMod's ``b * x`` term: the (modulated) conv input at the output pixel, reloaded here
+        # rather than kept live through the K loop.
+        centre = tl.load(in_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
+        if FEATMOD and not SECOND:
+            centre = centre * a[None, :] + b[None, :]
+        fw = tl.load(filt_w_ptr + n * filt_stride + c).to(tl.float32)
+        fb = tl.load(filt_b_ptr + n * filt_stride + c).to(tl.float32)
+        y = fw[None, :] * y + fb[None, :] * centre
+    if SECOND:
+        skip = tl.load(skip_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
+        if FEATMOD:
+            skip = skip * a[None, :] + b[None, :]
+        y = y + skip
+    else:
+        y = tl.maximum(y, 0.0)
+    y = y.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + offs, y, mask=valid[:, None])
+    if STATS:
+        # Statistics of the values as stored (rounded to the map dtype), as a separate pass would see them.
+        tiles = tl.num_programs(0)
+        tile_partial_stats(y.to(tl.float32), valid, part_ptr + (n * tiles + tile).to(tl.int64) * (3 * C), C)
+
+
+def pack_conv3x3_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[c_out, c_in, 3, 3]`` -> ``[9, c_in, c_out]``: one GEMM operand per tap."""
+    return weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0]).to(dtype).contiguous()
+
+
+def _launch(x, skip, weight, bias, out, partials, featmod, filtermod, second, stats):
+    n, h, w, c = x.shape
+    dummy = x  # never read: the matching constexpr switch is off
+    if featmod is not None:
+        x_mean, x_std, s_mean, s_std, alpha = featmod
+        fm = (x_mean, x_std, s_mean, s_std, 0 if s_mean.shape[0] == 1 else c, alpha, 0 if alpha.numel() == 1 else 1)
+    else:
+        fm = (dummy, dummy, dummy, dummy, 0, dummy, 0)
+    if filtermod is not None:
+        fw, fb = filtermod
+        flt = (fw, fb, 0 if fw.shape[0] == 1 else c)
+    else:
+        flt = (dummy, dummy, 0)
+
+    def grid(meta):
+        return (triton.cdiv(h, meta["TILE_H"]) * triton.cdiv(w, meta["TILE_W"]), n)
+
+    resblock_conv3x3_kernel[grid](
+        x, skip if skip is not None else dummy, weight, bias, out, partials if partials is not None else dummy,
+        *fm, *flt, h, w,
+        SECOND=second, FEATMOD=featmod is not None, FILTERMOD=filtermod is not None, STATS=stats, C=c,
+    )
+
+
+@torch.library.custom_op("microast::filtermod_resblock", mutates_args=())
+def filtermod_resblock(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+    x_mean: Optional[torch.Tensor], x_std: Optional[torch.Tensor],
+    s_mean: Optional[torch.Tensor], s_std: Optional[torch.Tensor], alpha: Optional[torch.Tensor],
+    filt_w: Optional[torch.Tensor], filt_b: Optional[torch.Tensor], with_stats: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One residual block on an NHWC map ``x`` [N, H, W, 64].
+
+    ``w1, w2``: packed ``[9, 64, 64]`` (``pack_conv3x3_weight``), biases ``[64]``. FeatMod (all five or
+    none): ``x_mean, x_std`` [N, 64] fp32, ``s_mean, s_std`` [1 or N, 64], ``alpha`` [1 or N] fp32.
+    FilterMod (both or none): ``filt_w, filt_b`` [1 or N, 64]. Returns ``(out, mean, std)``: the block's
+    output and, with ``with_stats``, its instance statistics [N, 64] fp32 (else empty [0, 64]).
+    """
+    check_map_dtype(x)
+    n, h, w, c = x.shape
+    assert c == CHANNELS and x.is_contiguous()
+    featmod = None
+    if x_mean is not None:
+        featmod = (x_mean.contiguous(), x_std.contiguous(), s_mean.contiguous(), s_std.contiguous(),
+                   alpha.contiguous())
+    filtermod = (filt_w.contiguous(), filt_b.contiguous()) if filt_w is not None else None
+    y3 = torch.empty_like(x)
+    _launch(x, None, w1, b1, y3, None, featmod, filtermod, second=False, stats=False)
+    out = torch.empty_like(x)
+    partials = None
+    if with_stats:
+        partials = torch.empty(n, max_tiles(resblock_conv3x3_kernel, h, w), PARTIAL_FIELDS, c,
+                               device=x.device, dtype=torch.float32)
+    _launch(y3, x, w2, b2, out, partials, featmod, filtermod, second=True, stats=with_stats)
+    if not with_stats:
+        empty = x.new_empty(0, c, dtype=torch.float32)
+        return out, empty, empty.clone()
+    mean, std = merge_partials(partials, launched_tiles(resblock_conv3x3_kernel, h, w))
+    return out, mean, std
+
+
+@filtermod_resblock.register_fake
+def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b, with_stats):
+    n, c = x.shape[0], x.shape[3]
+    stats_n = n if with_stats else 0
+    return (torch.empty_like(x), x.new_empty(stats_n, c, dtype=torch.float32),
+            x.new_empty(stats_n, c, dtype=torch.float32))

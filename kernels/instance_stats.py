@@ -1,0 +1,137 @@
+"""Instance-norm statistics for FeatMod: per-(n, c) mean and ``sqrt(unbiased var + eps)``.
+
+Two steps, both in fp32 whatever the map dtype:
+1. per-tile partials ``(count, mean, M2)``: each tile's mean and the squared deviations from *that*
+   mean (two passes over registers), never ``E[x^2] - E[x]^2``, which loses digits in fp32 over
+   millions of positions. The residual-block kernel writes these from its epilogue
+   (``tile_partial_stats``) for the map it has just produced; ``instance_stats_partials_kernel``
+   does the same for any existing map.
+2. an exact merge (Chan et al.) of all tiles of a sample: blocks of tiles are combined with the
+   parallel formula ``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, blocks in sequence with Chan's
+   pairwise update, so no step subtracts two large sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import autotune_configs, check_map_dtype, launched_config
+
+FEATMOD_EPS = 1e-5
+
+# Partials are [N, tiles, 3, C] fp32: count (repeated per channel, so one layout serves all), mean, M2.
+PARTIAL_FIELDS = 3
+
+
+@triton.jit
+def tile_partial_stats(v, valid, part_ptr, C: tl.constexpr):
+    """Store ``(count, mean, M2)`` per channel of the valid rows of ``v`` [P, C] (fp32) at ``part_ptr``."""
+    c = tl.arange(0, C)
+    count = tl.sum(valid.to(tl.float32), axis=0)
+    mean = tl.sum(tl.where(valid[:, None], v, 0.0), axis=0) / count
+    dev = tl.where(valid[:, None], v - mean[None, :], 0.0)
+    m2 = tl.sum(dev * dev, axis=0)
+    tl.store(part_ptr + c, tl.zeros([C], tl.float32) + count)
+    tl.store(part_ptr + C + c, mean)
+    tl.store(part_ptr + 2 * C + c, m2)
+
+
+@triton.autotune(
+    configs=autotune_configs(
+        [triton.Config({"TILE_H": 8, "TILE_W": 8}, num_warps=4),
+         triton.Config({"TILE_H": 16, "TILE_W": 16}, num_warps=8)],
+        triton.Config({"TILE_H": 16, "TILE_W": 16}, num_warps=4),
+    ),
+    key=["H", "W"],
+)
+@triton.jit
+def instance_stats_partials_kernel(
+    x_ptr, part_ptr, H, W, stride_n, stride_c, stride_h, stride_w,
+    C: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+):
+    # grid: (tiles of one sample, N); any layout through the strides (NCHW or the kernels' NHWC).
+    tile = tl.program_id(0)
+    n = tl.program_id(1)
+    tiles_w = tl.cdiv(W, TILE_W)
+    p = tl.arange(0, TILE_H * TILE_W)
+    py = (tile // tiles_w) * TILE_H + p // TILE_W
+    px = (tile % tiles_w) * TILE_W + p % TILE_W
+    valid = (py < H) & (px < W)
+    c = tl.arange(0, C)
+    ptrs = x_ptr + n.to(tl.int64) * stride_n + (py * stride_h + px * stride_w)[:, None] + c[None, :] * stride_c
+    v = tl.load(ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
+    tiles = tl.num_programs(0)
+    tile_partial_stats(v, valid, part_ptr + (n * tiles + tile).to(tl.int64) * (3 * C), C)
+
+
+@triton.jit
+def instance_stats_merge_kernel(part_ptr, mean_ptr, std_ptr, tiles, eps, C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid: (N,). Unused slots beyond ``tiles`` are never read.
+    n = tl.program_id(0)
+    c = tl.arange(0, C)
+    run_n = tl.zeros([C], tl.float32)
+    run_mean = tl.zeros([C], tl.float32)
+    run_m2 = tl.zeros([C], tl.float32)
+    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
+    for t0 in range(0, tiles, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        m = (t < tiles)[:, None]
+        ptrs = base + t[:, None] * (3 * C) + c[None, :]
+        cnt = tl.load(ptrs, mask=m, other=0.0)
+        mu = tl.load(ptrs + C, mask=m, other=0.0)
+        m2 = tl.load(ptrs + 2 * C, mask=m, other=0.0)
+        blk_n = tl.sum(cnt, axis=0)
+        blk_mean = tl.sum(cnt * mu, axis=0) / blk_n
+        dev = mu - blk_mean[None, :]
+        blk_m2 = tl.sum(m2, axis=0) + tl.sum(cnt * dev * dev, axis=0)
+        tot = run_n + blk_n
+        delta = blk_mean - run_mean
+        run_mean = run_mean + delta * (blk_n / tot)
+        run_m2 = run_m2 + blk_m2 + delta * delta * (run_n * (blk_n / tot))
+        run_n = tot
+    var = run_m2 / (run_n - 1.0)  # unbiased, as torch.var and the published calc_mean_std
+    tl.store(mean_ptr + n * C + c, run_mean)
+    tl.store(std_ptr + n * C + c, tl.sqrt(var + eps))
+
+
+def max_tiles(kernel, h: int, w: int) -> int:
+    """Partial slots to allocate: the most tiles any of ``kernel``'s configs can launch for an h x w map."""
+    return max(triton.cdiv(h, cfg.kwargs["TILE_H"]) * triton.cdiv(w, cfg.kwargs["TILE_W"]) for cfg in kernel.configs)
+
+
+def launched_tiles(kernel, h: int, w: int) -> int:
+    cfg = launched_config(kernel)
+    return triton.cdiv(h, cfg["TILE_H"]) * triton.cdiv(w, cfg["TILE_W"])
+
+
+def merge_partials(partials: torch.Tensor, tiles: int, block_t: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``partials`` [N, >= tiles, 3, C] -> (mean [N, C], std [N, C]) fp32; ``block_t`` tiles per merge step."""
+    n, _, _, c = partials.shape
+    mean = partials.new_empty(n, c)
+    std = partials.new_empty(n, c)
+    instance_stats_merge_kernel[(n,)](partials, mean, std, tiles, FEATMOD_EPS, C=c, BLOCK_T=block_t)
+    return mean, std
+
+
+@torch.library.custom_op("microast::instance_stats", mutates_args=())
+def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Statistics of an NHWC map ``x`` [N, H, W, C] (the layout the kernels keep their maps in):
+    ``(mean, std)``, each [N, C] fp32, ``std = sqrt(unbiased var + 1e-5)``."""
+    check_map_dtype(x)
+    n, h, w, c = x.shape
+    partials = torch.empty(n, max_tiles(instance_stats_partials_kernel, h, w), PARTIAL_FIELDS, c,
+                           device=x.device, dtype=torch.float32)
+
+    def grid(meta):
+        return (triton.cdiv(h, meta["TILE_H"]) * triton.cdiv(w, meta["TILE_W"]), n)
+
+    instance_stats_partials_kernel[grid](x, partials, h, w, x.stride(0), x.stride(3), x.stride(1), x.stride(2), C=c)
+    return merge_partials(partials, launched_tiles(instance_stats_partials_kernel, h, w))
+
+
+@instance_stats.register_fake
+def _(x):
+    n, c = x.shape[0], x.shape[3]
+    return x.new_empty(n, c, dtype=torch.float32), x.new_empty(n, c, dtype=torch.float32)

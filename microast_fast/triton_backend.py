@@ -1,0 +1,125 @@
+"""The "triton" backend: the whole forward pass through the Triton kernels of ``microast_fast.kernels``.
+
+Per content image: encoder head (image -> quarter-res 64-channel map), two plain residual blocks,
+then the decoder's two FeatMod + FilterMod residual blocks, whose FeatMod statistics come from the
+epilogue of the kernel that wrote the map, then the decoder tail (-> image). Per style image: the
+same encoder with statistics of both features, and the Modulator's depthwise conv + pooling.
+Maps between kernels are NHWC in the model's dtype (fp32, fp16 or bf16); accumulation and statistics
+are fp32. This module only turns the model's parameters into kernel operands and chains the ops;
+the kernels and their launchers live in ``kernels/``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from .kernels._common import SUPPORTED_DTYPES
+from .kernels.decoder_tail import decoder_tail, pack_decoder_tail
+from .kernels.encoder_head import encoder_head, pack_encoder_head
+from .kernels.filtermod_resblock import filtermod_resblock, pack_conv3x3_weight
+from .kernels.modulator_pool import modulator_pool, pack_modulator_pair
+from .signals import StyleSignals
+
+CHANNELS = 64
+
+# model -> (key, packed operands). The key changes when any parameter is replaced, moved, cast or
+# updated in place (its version counter), so a stale packing is never used.
+_PACKED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _check_dtype(x: torch.Tensor) -> None:
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"backend 'triton' runs float32, float16 and bfloat16 models, got {x.dtype}; "
+            "use backend='torch' for other dtypes"
+        )
+
+
+def _pack_block(block) -> list[torch.Tensor]:
+    dtype = block.conv1.conv_layer.weight.dtype
+    return [pack_conv3x3_weight(block.conv1.conv_layer.weight, dtype), block.conv1.conv_layer.bias,
+            pack_conv3x3_weight(block.conv2.conv_layer.weight, dtype), block.conv2.conv_layer.bias]
+
+
+def _pack_encoder(encoder) -> tuple:
+    dtype = encoder.enc1[0].conv_layer.weight.dtype
+    return pack_encoder_head(encoder.enc1, dtype), _pack_block(encoder.enc1[10]), _pack_block(encoder.enc2[0])
+
+
+def _pack(model) -> dict:
+    dtype = model.decoder.dec1.conv1.conv_layer.weight.dtype
+    mod = model.modulator
+    return {
+        "content": _pack_encoder(model.content_encoder),
+        "style": _pack_encoder(model.style_encoder),
+        "modulator_a": pack_modulator_pair(mod.weight1, mod.bias1),  # from s0: (w_a, b_a)
+        "modulator_b": pack_modulator_pair(mod.weight2, mod.bias2),  # from s1: (w_b, b_b)
+        "dec1": _pack_block(model.decoder.dec1),
+        "dec2": _pack_block(model.decoder.dec2),
+        "tail": pack_decoder_tail(model.decoder.dec3, dtype),
+    }
+
+
+def _packed(model) -> dict:
+    if torch.compiler.is_compiling():
+        return _pack(model)  # traced once into the graph; no Python cache to guard on
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+    hit = _PACKED.get(model)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = (key, _pack(model))
+        _PACKED[model] = hit
+    return hit[1]
+
+
+def _encode(packed_encoder, image: torch.Tensor, stats_f0: bool):
+    """``(f0, f1, f0 statistics or empty, f1 statistics)``; maps NHWC."""
+    head, block1, block2 = packed_encoder
+    x = encoder_head(image, *head)
+    plain = (None,) * 7
+    f0, mean0, std0 = filtermod_resblock(x, *block1, *plain, stats_f0)
+    f1, mean1, std1 = filtermod_resblock(f0, *block2, *plain, True)
+    return f0, f1, (mean0, std0), (mean1, std1)
+
+
+def encode_style(model, style: torch.Tensor) -> StyleSignals:
+    _check_dtype(style)
+    packed = _packed(model)
+    s0, s1, (mean0, std0), (mean1, std1) = _encode(packed["style"], style, stats_f0=True)
+    filter_a = modulator_pool(s0, *packed["modulator_a"])  # [S, 2, 64] fp32: (w_a, b_a)
+    filter_b = modulator_pool(s1, *packed["modulator_b"])
+
+    def signal(t: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        return t.reshape(-1, CHANNELS, 1, 1).to(dtype)
+
+    # Statistics stay fp32; FilterMod signals take the model's dtype, as the torch backend's do.
+    return StyleSignals(
+        signal(mean1), signal(std1), signal(filter_b[:, 0], style.dtype), signal(filter_b[:, 1], style.dtype),
+        signal(mean0), signal(std0), signal(filter_a[:, 0], style.dtype), signal(filter_a[:, 1], style.dtype),
+    )
+
+
+def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
+    """``alpha`` is a float or an fp32 tensor ``[N or 1, 1, 1, 1]``; signals of batch 1 broadcast."""
+    _check_dtype(content)
+    packed = _packed(model)
+    if torch.is_tensor(alpha):
+        alpha = alpha.to(device=content.device, dtype=torch.float32).reshape(-1).contiguous()
+    else:
+        alpha = torch.full((1,), float(alpha), device=content.device, dtype=torch.float32)
+    _, x, _, (mean, std) = _encode(packed["content"], content, stats_f0=False)
+
+    def per_channel(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], CHANNELS).contiguous()
+
+    for block, (s_mean, s_std, w, b), with_stats in (
+        (packed["dec1"], signals[0:4], True),   # its output's statistics feed dec2's FeatMod
+        (packed["dec2"], signals[4:8], False),
+    ):
+        x, mean, std = filtermod_resblock(
+            x, *block, mean, std, per_channel(s_mean), per_channel(s_std), alpha,
+            per_channel(w), per_channel(b), with_stats,
+        )
+    return decoder_tail(x, *packed["tail"])

@@ -1,0 +1,216 @@
+"""Ahead-of-time compilation of every Triton kernel for real GPUs (sm_80, sm_90), without a GPU.
+
+The interpreter (what the other Triton tests run on a CPU) accepts programs the GPU compiler rejects
+(tl.dot operands below 16, non-power-of-two blocks, shared memory beyond the SM), so every kernel is
+compiled here for every autotune config of its GPU list, every map dtype and every constexpr
+variant the launchers use, then its PTX is assembled with ``ptxas -v`` to read registers and spills.
+
+tests/conftest.py sets TRITON_INTERPRET=1 on CPU-only machines, and triton decides at decoration
+time whether a ``@triton.jit`` function is interpreted: the compiles run in a subprocess with
+TRITON_INTERPRET unset, so the kernels are real JITFunctions there. ptxas comes from triton's wheel
+(the machine's CUDA toolkit may be older than the PTX version Triton emits).
+
+Run ``python tests/test_triton_compile.py`` for the resource table.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ARCHS = (80, 90)
+DTYPES = ("fp32", "fp16", "bf16")
+# Largest shared memory one block may opt in to: A100 (sm_80) 163 KB, H100 (sm_90) 227 KB.
+SMEM_LIMIT_BY_ARCH = {80: 163 * 1024, 90: 227 * 1024}
+
+# Kernels whose spills would cost real time: they run per content pixel.
+HOT = {
+    "resblock_conv3x3_kernel", "encoder_head_half_kernel", "encoder_head_quarter_kernel",
+    "decoder_tail_half_kernel", "decoder_tail_full_kernel",
+}
+
+# Pointer arguments that are fp32 whatever the map dtype (statistics, partials, alpha, fp32-packed
+# operands); every other pointer has the map dtype.
+FP32_POINTERS = {
+    "instance_stats_partials_kernel": {"part_ptr"},
+    "instance_stats_merge_kernel": {"part_ptr", "mean_ptr", "std_ptr"},
+    "resblock_conv3x3_kernel": {"part_ptr", "x_mean_ptr", "x_std_ptr", "s_mean_ptr", "s_std_ptr", "alpha_ptr"},
+    "modulator_pool_kernel": {"w_ptr", "b_ptr", "out_ptr"},
+    "decoder_tail_full_kernel": {"b9_ptr"},
+}
+FLOAT_SCALARS = {"eps"}
+
+# (module, kernel, constexpr variants the launchers use)
+# The launchers also use both conv2 variants without STATS (content f0, dec2): strict subsets of the
+# code of variants 1 and 3, left out to keep the compile time down.
+RESBLOCK_VARIANTS = [
+    dict(SECOND=False, FEATMOD=False, FILTERMOD=False, STATS=False),  # encoders' conv1
+    dict(SECOND=True, FEATMOD=False, FILTERMOD=False, STATS=True),    # encoders' conv2 (+ statistics)
+    dict(SECOND=False, FEATMOD=True, FILTERMOD=True, STATS=False),    # decoder conv1
+    dict(SECOND=True, FEATMOD=True, FILTERMOD=True, STATS=True),      # dec1 conv2 (+ statistics)
+]
+KERNELS = [
+    ("instance_stats", "instance_stats_partials_kernel", [dict(C=64)]),
+    ("instance_stats", "instance_stats_merge_kernel", [dict(C=64, BLOCK_T=64)]),
+    ("filtermod_resblock", "resblock_conv3x3_kernel", [dict(v, C=64) for v in RESBLOCK_VARIANTS]),
+    ("encoder_head", "encoder_head_half_kernel", [{}]),
+    ("encoder_head", "encoder_head_quarter_kernel", [{}]),
+    ("decoder_tail", "decoder_tail_half_kernel", [{}]),
+    ("decoder_tail", "decoder_tail_full_kernel", [{}]),
+    ("modulator_pool", "modulator_pool_kernel", [dict(C=64)]),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side (runs with TRITON_INTERPRET unset)
+# --------------------------------------------------------------------------------------------------
+def _ptxas() -> str:
+    import triton
+
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    for name in ("ptxas-blackwell", "ptxas"):
+        if (bin_dir / name).exists():
+            return str(bin_dir / name)
+    raise FileNotFoundError(f"no ptxas in {bin_dir}")
+
+
+def _jobs():
+    """Every (kernel, variant, config, dtype, arch) to compile."""
+    import importlib
+
+    import triton
+
+    for module_name, kernel_name, variants in KERNELS:
+        kernel = getattr(importlib.import_module(f"microast_fast.kernels.{module_name}"), kernel_name)
+        if isinstance(kernel, triton.runtime.Autotuner):
+            configs = [(c.kwargs, c.num_warps, c.num_stages) for c in kernel.configs]
+        else:
+            configs = [({}, 4, 3)]
+        for v, variant in enumerate(variants):
+            for kwargs, warps, stages in configs:
+                for dtype in DTYPES:
+                    for arch in ARCHS:
+                        yield dict(module=module_name, kernel=kernel_name, variant=v, constexprs={**variant, **kwargs},
+                                   num_warps=warps, num_stages=stages, dtype=dtype, arch=arch)
+
+
+def _compile_one(job: dict) -> dict:
+    import importlib
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    kernel = getattr(importlib.import_module(f"microast_fast.kernels.{job['module']}"), job["kernel"])
+    fn = kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
+    constexprs = job["constexprs"]
+    fp32_pointers = FP32_POINTERS.get(job["kernel"], set())
+    signature = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32" if name in fp32_pointers else "*" + job["dtype"]
+        elif name in FLOAT_SCALARS:
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    result = dict(job)
+    try:
+        src = triton.compiler.ASTSource(fn, signature, constexprs)
+        compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32),
+                                  options={"num_warps": job["num_warps"], "num_stages": job["num_stages"]})
+        result["shared"] = compiled.metadata.shared
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx = Path(tmp) / "k.ptx"
+            ptx.write_text(compiled.asm["ptx"])
+            arch = f"sm_{job['arch']}a" if job["arch"] == 90 else f"sm_{job['arch']}"
+            proc = subprocess.run([_ptxas(), "-v", f"--gpu-name={arch}", str(ptx), "-o", str(Path(tmp) / "k.cubin")],
+                                  capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        info = proc.stderr
+        result["registers"] = int(re.search(r"Used (\d+) registers", info).group(1))
+        stores = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", info)
+        result["spill_stores"], result["spill_loads"] = int(stores.group(1)), int(stores.group(2))
+        result["error"] = None
+    except Exception as exc:  # reported, then failed on by the test
+        result["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+    return result
+
+
+def worker_main(out_path: str) -> None:
+    jobs = list(_jobs())
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        results = list(pool.map(_compile_one, jobs))
+    Path(out_path).write_text(json.dumps(results))
+
+
+# --------------------------------------------------------------------------------------------------
+# Test side
+# --------------------------------------------------------------------------------------------------
+def compile_all() -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # keep Triton 3.9's default, without its warning
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        proc = subprocess.run([sys.executable, __file__, "--worker", str(out)], env=env,
+                              capture_output=True, text=True, timeout=1500)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(out.read_text())
+
+
+def resource_table(results: list[dict]) -> str:
+    rows = ["kernel                          variant  config                                   dtype arch regs  smem(B) spills(st/ld)"]
+    for r in results:
+        cfg = ",".join(f"{k}={v}" for k, v in r["constexprs"].items()
+                       if k not in ("SECOND", "FEATMOD", "FILTERMOD", "STATS", "C")) + f",w{r['num_warps']}"
+        if r["error"]:
+            rows.append(f"{r['kernel']:32s} {r['variant']:7d}  {cfg:40s} {r['dtype']:5s} {r['arch']:4d} ERROR")
+        else:
+            rows.append(f"{r['kernel']:32s} {r['variant']:7d}  {cfg:40s} {r['dtype']:5s} {r['arch']:4d} "
+                        f"{r['registers']:4d} {r['shared']:8d} {r['spill_stores']}/{r['spill_loads']}")
+    return "\n".join(rows)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    pytest.importorskip("triton")
+    results = compile_all()
+    print("\n" + resource_table(results))
+    return results
+
+
+def test_every_kernel_compiles(compiled):
+    errors = [f"{r['kernel']} variant {r['variant']} {r['constexprs']} {r['dtype']} sm_{r['arch']}: {r['error']}"
+              for r in compiled if r["error"]]
+    assert not errors, "\n\n".join(errors)
+    expected = {name for _, name, _ in KERNELS}
+    assert {r["kernel"] for r in compiled} == expected
+
+
+def test_shared_memory_fits(compiled):
+    over = [(r["kernel"], r["constexprs"], r["dtype"], r["arch"], r["shared"]) for r in compiled
+            if not r["error"] and r["shared"] > SMEM_LIMIT_BY_ARCH[r["arch"]]]
+    assert not over, over
+
+
+def test_hot_kernels_do_not_spill(compiled):
+    spills = [(r["kernel"], r["constexprs"], r["dtype"], r["arch"], r["spill_stores"], r["spill_loads"])
+              for r in compiled if not r["error"] and r["kernel"] in HOT and (r["spill_stores"] or r["spill_loads"])]
+    assert not spills, spills
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker_main(sys.argv[2])
+    else:
+        print(resource_table(compile_all()))

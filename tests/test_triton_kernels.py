@@ -1,0 +1,182 @@
+"""Each Triton kernel (through its custom op) against its plain PyTorch counterpart, on small odd shapes.
+
+On a machine without CUDA these run in Triton's CPU interpreter (tests/conftest.py), fp32 only: the
+interpreter has no bf16 arithmetic, and fp16/bf16 quality is judged on the whole model on a GPU
+(test_triton_model.py). Tolerances are fp32 summation-order noise of single stages whose outputs are
+O(0.1..10): 1e-5 absolute (measured: 1e-7 .. 6e-6), never widened to pass.
+
+Shapes are chosen against the interpreter's tile sizes (16x16 at quarter resolution, 32x32 at half and
+full resolution) so that maps span several tiles, partial tiles and both reflection borders.
+"""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from microast_fast import MicroASTReference  # noqa: E402
+from microast_fast import torch_backend  # noqa: E402
+from microast_fast.kernels import decoder_tail as tail  # noqa: E402
+from microast_fast.kernels import encoder_head as head  # noqa: E402
+from microast_fast.kernels import filtermod_resblock as resblock  # noqa: E402
+from microast_fast.kernels import instance_stats as stats  # noqa: E402
+from microast_fast.kernels import modulator_pool as modpool  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return MicroASTReference.from_pretrained().to(DEVICE)
+
+
+def randn(seed, *shape, scale=1.0, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale + shift).to(DEVICE)
+
+
+def nhwc(x):
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def nchw(x):
+    return x.permute(0, 3, 1, 2)
+
+
+def assert_close(out, expected, what, tol=TOL):
+    assert out.shape == expected.shape, (what, out.shape, expected.shape)
+    err = (out.double() - expected.double()).abs()
+    worst = err.max().item()
+    if worst > tol:
+        idx = tuple(int(i) for i in torch.nonzero(err == err.max())[0])
+        raise AssertionError(f"{what}: max abs error {worst:.3g} > {tol:g} at {idx} "
+                             f"(got {out[idx].item():.7g}, expected {expected[idx].item():.7g})")
+
+
+# --- instance statistics -----------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
+def test_instance_stats(h, w):
+    # A large offset and a small spread: E[x^2] - E[x]^2 in fp32 would lose most digits here.
+    x = randn(h * 100 + w, 2, 64, h, w, scale=0.01, shift=100.0)
+    mean, std = stats.instance_stats(nhwc(x))
+    exp_mean, exp_std = torch_backend.instance_stats(x.double())
+    assert_close(mean, exp_mean.view(2, 64), "mean", tol=1e-5 * 100)  # fp32 ulp at 100 is 7.6e-6
+    assert_close(std, exp_std.view(2, 64), "std")
+
+
+def test_instance_stats_merge_uneven_partials():
+    """Chan merge across merge blocks (block_t=2 forces the sequential step) of uneven tiles."""
+    x = randn(1, 3, 64, 300, scale=2.0, shift=-5.0).double()
+    bounds = [0, 1, 7, 64, 65, 200, 300]  # tiles of 1 .. 135 positions
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        chunk = x[..., lo:hi]
+        mean = chunk.mean(-1)
+        m2 = ((chunk - mean[..., None]) ** 2).sum(-1)
+        parts.append(torch.stack([torch.full_like(mean, hi - lo), mean, m2], dim=1))
+    partials = torch.stack(parts, dim=1).float().contiguous()  # [N, tiles, 3, C]
+    mean, std = stats.merge_partials(partials, len(parts), block_t=2)
+    assert_close(mean, x.mean(-1), "mean")
+    assert_close(std, (x.var(-1) + 1e-5).sqrt(), "std")
+
+
+# --- residual block ----------------------------------------------------------------------------
+def packed_block(block):
+    return [resblock.pack_conv3x3_weight(block.conv1.conv_layer.weight, torch.float32), block.conv1.conv_layer.bias,
+            resblock.pack_conv3x3_weight(block.conv2.conv_layer.weight, torch.float32), block.conv2.conv_layer.bias]
+
+
+@pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
+def test_plain_resblock_and_epilogue_stats(ref, h, w):
+    block = ref.content_encoder.enc2[0]
+    x = randn(h + w, 2, 64, h, w, scale=0.2).relu()
+    out, mean, std = resblock.filtermod_resblock(nhwc(x), *packed_block(block), *(None,) * 7, True)
+    expected = block(x)
+    assert_close(nchw(out), expected, "plain block")
+    exp_mean, exp_std = torch_backend.instance_stats(expected)
+    assert_close(mean, exp_mean.view(2, 64), "epilogue mean")
+    assert_close(std, exp_std.view(2, 64), "epilogue std")
+
+
+@pytest.mark.parametrize("h,w,style_batch,alpha", [(3, 2, 1, 1.0), (17, 18, 2, (0.25, 0.9))])
+def test_filtermod_resblock(ref, h, w, style_batch, alpha):
+    """FeatMod + alpha on load, FilterMod epilogues, residual, statistics; style signals broadcast."""
+    block = ref.decoder.dec2
+    x = randn(1, 2, 64, h, w)
+    x_mean, x_std = torch_backend.instance_stats(x)
+    s_mean = randn(2, style_batch, 64, 1, 1, scale=0.5)
+    s_std = randn(3, style_batch, 64, 1, 1).abs() + 0.2
+    f_w = randn(4, style_batch, 64, 1, 1, scale=0.5)
+    f_b = randn(5, style_batch, 64, 1, 1, scale=0.5)
+    alpha_t = torch.tensor(alpha, dtype=torch.float32, device=DEVICE).reshape(-1, 1, 1, 1)
+    a, b = torch_backend.featmod_affine(x_mean, x_std, s_mean, s_std, alpha_t)
+    expected = torch_backend.filtermod_resblock(block, x, a, b, f_w, f_b)
+
+    def flat(t):
+        return t.reshape(t.shape[0], 64)
+
+    out, mean, std = resblock.filtermod_resblock(
+        nhwc(x), *packed_block(block), flat(x_mean), flat(x_std), flat(s_mean), flat(s_std),
+        alpha_t.reshape(-1), flat(f_w), flat(f_b), True)
+    assert_close(nchw(out), expected, "filtermod block")
+    exp_mean, exp_std = torch_backend.instance_stats(expected)
+    assert_close(mean, exp_mean.view(2, 64), "epilogue mean")
+    assert_close(std, exp_std.view(2, 64), "epilogue std")
+
+
+# --- encoder head ------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(5, 5), (13, 70)])
+def test_encoder_head(ref, h, w):
+    enc1 = ref.style_encoder.enc1
+    image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w)).to(DEVICE)
+    out = head.encoder_head(image, *head.pack_encoder_head(enc1, torch.float32))
+    assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}")
+
+
+def test_encoder_head_takes_strided_images(ref):
+    enc1 = ref.content_encoder.enc1
+    image = torch.rand(1, 9, 11, 3, generator=torch.Generator().manual_seed(3)).to(DEVICE).permute(0, 3, 1, 2)
+    out = head.encoder_head(image, *head.pack_encoder_head(enc1, torch.float32))
+    assert_close(nchw(out), enc1[:10](image.contiguous()), "channels-last image")
+
+
+# --- decoder tail ------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1)])
+def test_decoder_tail(ref, h, w, programs):
+    """(9, 5) gives a 36x20 output: two 32x32 tiles per sample; programs=1 walks all four tiles of
+    the batch in one persistent program, reusing its scratch slot."""
+    dec3 = ref.decoder.dec3
+    x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
+    out = tail.launch_decoder_tail(nhwc(x), *tail.pack_decoder_tail(dec3, torch.float32), programs=programs)
+    assert_close(out, dec3(x), f"decoder tail {h}x{w}")
+
+
+# --- modulator -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(2, 3), (17, 9)])
+def test_modulator_pool(ref, h, w):
+    mod = ref.modulator
+    s = randn(7, 2, 64, h, w).relu()
+    out = modpool.modulator_pool(nhwc(s), *modpool.pack_modulator_pair(mod.weight2, mod.bias2))
+    assert_close(out[:, 0], mod.weight2(s).view(2, 64), "weight branch")
+    assert_close(out[:, 1], mod.bias2(s).view(2, 64), "bias branch")
+
+
+# --- custom ops ----------------------------------------------------------------------------------
+def test_custom_ops_pass_opcheck(ref):
+    """Schema, fake (meta) implementations and dispatch of every op, as torch.compile relies on them."""
+    block = ref.decoder.dec1
+    x = nhwc(randn(0, 1, 64, 2, 3))
+    one = torch.ones(1, 64, device=DEVICE)
+    cases = [
+        (stats.instance_stats, (x,)),
+        (resblock.filtermod_resblock, (x, *packed_block(block), *(None,) * 7, True)),
+        (resblock.filtermod_resblock, (x, *packed_block(block), one, one, one, one,
+                                       torch.full((1,), 0.5, device=DEVICE), one, one, False)),
+        (head.encoder_head, (torch.rand(1, 3, 5, 6, device=DEVICE), *head.pack_encoder_head(ref.content_encoder.enc1,
+                                                                                            torch.float32))),
+        (tail.decoder_tail, (x, *tail.pack_decoder_tail(ref.decoder.dec3, torch.float32))),
+        (modpool.modulator_pool, (x, *modpool.pack_modulator_pair(ref.modulator.weight1, ref.modulator.bias1))),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
