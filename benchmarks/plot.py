@@ -111,6 +111,11 @@ def _num(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def ms(value: float) -> str:
+    """Milliseconds with 4 significant digits and no exponent: 605.3, 4711, 31,640."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
+
+
 def results_table(data: dict) -> str:
     """Markdown: per device a table of every measured (size, dtype, backend), speed-up against the reference."""
     lines = []
@@ -126,9 +131,9 @@ def results_table(data: dict) -> str:
                 for backend in backend_order(b for b in panel if size in panel[b]):
                     m = panel[backend][size]
                     median = m.get("time_ms_median")
-                    time = "-" if median is None else f"{median:.4g}"
+                    time = "-" if median is None else ms(median)
                     if median is not None and "time_ms_p20" in m and "time_ms_p80" in m:
-                        time += f" ({m['time_ms_p20']:.4g}-{m['time_ms_p80']:.4g})"
+                        time += f" ({ms(m['time_ms_p20'])}-{ms(m['time_ms_p80'])})"
                     speedup = (f"{reference['time_ms_median'] / median:.2f}x"
                                if median is not None and "time_ms_median" in reference else "-")
                     err = "-" if backend == "reference" else _num(m.get("max_abs_err"), ".1e")

@@ -187,6 +187,16 @@ def peak_gflops(device: torch.device, name: str, dtype: str, override: float | N
 
 
 # --- memory -----------------------------------------------------------------------------------
+def _runnable_others() -> int | None:
+    """Processes runnable right now besides this one (/proc/loadavg's 4th field). The 1-minute load
+    average would also count this benchmark's own previous measurements."""
+    try:
+        with open("/proc/loadavg") as f:
+            return max(0, int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _proc_status_mib(field: str) -> float | None:
     try:
         with open("/proc/self/status") as f:
@@ -498,6 +508,7 @@ def bench_meta(args, device: torch.device, dtypes: list[str], warmup: int, repea
         "tf32": args.allow_tf32, "timing": "CUDA events + synchronize" if device.type == "cuda" else "perf_counter",
         "compile_mode": args.compile_mode, "memory_profile": args.memory_profile,
         "load_avg_1min": os.getloadavg()[0],
+        "runnable_others": _runnable_others(),
     }
 
 
@@ -508,10 +519,10 @@ def print_meta(meta: dict, device: torch.device) -> None:
     print(f"GFLOP/s: {FLOPS_PER_PIXEL:,} FLOP per content pixel, style path not counted; %peak of "
           + ", ".join(f"{d} {_fmt(p, '.0f', 'unknown')} GFLOP/s" for d, p in meta["peak_gflops"].items()))
     print("max|err|: max abs difference from the reference's output at the same dtype")
-    if device.type == "cpu" and meta["load_avg_1min"] >= 0.5:
+    if device.type == "cpu" and (meta["runnable_others"] or 0) >= 1:
         # PyTorch's CPU threads spin at each op's barrier; one competing process stalls them all.
-        print(f"warning: load average {meta['load_avg_1min']:.1f} on {os.cpu_count()} cores: other processes "
-              "compete for the CPU, so these times are inflated (on 2 cores, many-fold)", file=sys.stderr)
+        print(f"warning: {meta['runnable_others']} other runnable processes on {os.cpu_count()} cores compete for "
+              "the CPU, so these times are inflated (on 2 cores, many-fold)", file=sys.stderr)
 
 
 def bench_input(args, spec: dict, backends: list[str], meta: dict, ref_dir: Path, payload: dict) -> None:
