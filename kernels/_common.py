@@ -65,3 +65,14 @@ def bilinear_up2_source(o, n_src):
     lam = src - i0.to(tl.float32)
     i1 = tl.minimum(i0 + 1, n_src - 1)
     return i0, i1, lam
+
+
+@triton.jit
+def tile_pixels(tile, H, W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """Row, column and in-map mask of the ``TILE_H * TILE_W`` pixels of tile number ``tile`` of an
+    ``H x W`` map, tiles numbered row-major."""
+    tiles_w = tl.cdiv(W, TILE_W)
+    p = tl.arange(0, TILE_H * TILE_W)
+    py = (tile // tiles_w) * TILE_H + p // TILE_W
+    px = (tile % tiles_w) * TILE_W + p % TILE_W
+    return py, px, (py < H) & (px < W)

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
+from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect, tile_pixels
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
 HALO = tl.constexpr(4)  # the 9x9 output convolution's reach
@@ -89,11 +89,7 @@ def decoder_tail_half_kernel(
     n = tl.program_id(1)
     H2 = 2 * H
     W2 = 2 * W
-    tiles_w = tl.cdiv(W2, TILE_W)
-    p = tl.arange(0, TILE_H * TILE_W)
-    py = (tile // tiles_w) * TILE_H + p // TILE_W
-    px = (tile % tiles_w) * TILE_W + p % TILE_W
-    valid = (py < H2) & (px < W2)
+    py, px, valid = tile_pixels(tile, H2, W2, TILE_H, TILE_W)
     f = upsample_grouped_conv_1x1(x_ptr + n.to(tl.int64) * H * W * 64, py, px, valid, H, W, H2, W2,
                                   wg_ptr, bg_ptr, w1_ptr, b1_ptr, 64, 32, TILE_H * TILE_W, BLOCK_K)
     c = tl.arange(0, 32)

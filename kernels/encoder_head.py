@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, reflect
+from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
 
 IM2COL_K = tl.constexpr(256)  # 3 * 9 * 9 = 243 taps of the 9x9 conv, padded to a power of two with zero weights
 
@@ -45,11 +45,7 @@ def encoder_head_half_kernel(
     # grid: (tiles of the half-res map, N). Output NHWC [N, H2, W2, 32].
     tile = tl.program_id(0)
     n = tl.program_id(1)
-    tiles_w = tl.cdiv(W2, TILE_W)
-    p = tl.arange(0, TILE_H * TILE_W)
-    py = (tile // tiles_w) * TILE_H + p // TILE_W
-    px = (tile % tiles_w) * TILE_W + p % TILE_W
-    valid = (py < H2) & (px < W2)
+    py, px, valid = tile_pixels(tile, H2, W2, TILE_H, TILE_W)
     c16 = tl.arange(0, 16)
     c32 = tl.arange(0, 32)
     img = img_ptr + n.to(tl.int64) * stride_n
@@ -103,11 +99,7 @@ def encoder_head_quarter_kernel(
     # grid: (tiles of the quarter-res map, N). In NHWC [N, H2, W2, 32], out NHWC [N, H4, W4, 64].
     tile = tl.program_id(0)
     n = tl.program_id(1)
-    tiles_w = tl.cdiv(W4, TILE_W)
-    p = tl.arange(0, TILE_H * TILE_W)
-    py = (tile // tiles_w) * TILE_H + p // TILE_W
-    px = (tile % tiles_w) * TILE_W + p % TILE_W
-    valid = (py < H4) & (px < W4)
+    py, px, valid = tile_pixels(tile, H4, W4, TILE_H, TILE_W)
     c32 = tl.arange(0, 32)
     c64 = tl.arange(0, 64)
     src = x_ptr + n.to(tl.int64) * H2 * W2 * 32

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, reflect
+from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
 from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
 
 CHANNELS = 64
@@ -65,11 +65,7 @@ def resblock_conv3x3_kernel(
     # one sample's.
     tile = tl.program_id(0)
     n = tl.program_id(1)
-    tiles_w = tl.cdiv(W, TILE_W)
-    p = tl.arange(0, TILE_H * TILE_W)
-    py = (tile // tiles_w) * TILE_H + p // TILE_W
-    px = (tile % tiles_w) * TILE_W + p % TILE_W
-    valid = (py < H) & (px < W)
+    py, px, valid = tile_pixels(tile, H, W, TILE_H, TILE_W)
     c = tl.arange(0, C)
     sample = n.to(tl.int64) * H * W * C
 

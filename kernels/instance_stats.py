@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, launched_config
+from ._common import autotune_configs, check_map_dtype, launched_config, tile_pixels
 
 FEATMOD_EPS = 1e-5
 
@@ -54,11 +54,7 @@ def instance_stats_partials_kernel(
     # grid: (tiles of one sample, N); any layout through the strides (NCHW or the kernels' NHWC).
     tile = tl.program_id(0)
     n = tl.program_id(1)
-    tiles_w = tl.cdiv(W, TILE_W)
-    p = tl.arange(0, TILE_H * TILE_W)
-    py = (tile // tiles_w) * TILE_H + p // TILE_W
-    px = (tile % tiles_w) * TILE_W + p % TILE_W
-    valid = (py < H) & (px < W)
+    py, px, valid = tile_pixels(tile, H, W, TILE_H, TILE_W)
     c = tl.arange(0, C)
     ptrs = x_ptr + n.to(tl.int64) * stride_n + (py * stride_h + px * stride_w)[:, None] + c[None, :] * stride_c
     v = tl.load(ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
