@@ -57,8 +57,9 @@ STYLE_SIDE = 512
 SIZE_PRESETS = {"512": (512, 512), "1080p": (1080, 1920), "4k": (2160, 4096), "8k": (4320, 8192)}
 
 # "reference" is the plain module, "compiled" is torch.compile of it (what a user tries first);
-# the others are MicroAST backends, run when dispatch says they can.
-BENCH_BACKENDS = ("reference", "compiled") + BACKENDS
+# the others are MicroAST backends, run when dispatch says they can; "streaming" is the torch backend
+# streamed in tiles within --max-memory.
+BENCH_BACKENDS = ("reference", "compiled") + BACKENDS + ("streaming",)
 
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
                "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -263,10 +264,12 @@ def make_inputs(height: int, width: int, batch: int = 1, style_side: int = STYLE
     return content.to(device, dtype), style.to(device, dtype)
 
 
-def build_model(backend: str, device, dtype, compile_mode: str = "auto"):
+def build_model(backend: str, device, dtype, compile_mode: str = "auto", max_memory: str = "1GB"):
     from .model import MicroAST
     from .reference import MicroASTReference
 
+    if backend == "streaming":
+        return MicroAST.from_pretrained(backend="torch", device=device, dtype=dtype, max_memory=max_memory)
     if backend not in ("reference", "compiled"):
         return MicroAST.from_pretrained(backend=backend, device=device, dtype=dtype)
     model = MicroASTReference.from_pretrained().to(device, dtype)
@@ -306,7 +309,7 @@ def measure(spec: dict) -> dict:
         torch.cuda.set_device(device)
         # fp32 means fp32: cuDNN would otherwise run the reference's convolutions in TF32.
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = spec["tf32"]
-    model = build_model(spec["backend"], device, dtype, spec["compile_mode"])
+    model = build_model(spec["backend"], device, dtype, spec["compile_mode"], spec["max_memory"])
     content, style = make_inputs(spec["height"], spec["width"], spec["batch"], spec["style_side"], spec["seed"],
                                  device, dtype)
     alpha = spec["alpha"]
@@ -506,7 +509,7 @@ def bench_meta(args, device: torch.device, dtypes: list[str], warmup: int, repea
         "flops_per_pixel": FLOPS_PER_PIXEL, "flops_note": "content path only; the style path is not counted",
         "peak_gflops": {d: peak_gflops(device, name, d, args.peak_gflops, args.allow_tf32) for d in dtypes},
         "tf32": args.allow_tf32, "timing": "CUDA events + synchronize" if device.type == "cuda" else "perf_counter",
-        "compile_mode": args.compile_mode, "memory_profile": args.memory_profile,
+        "compile_mode": args.compile_mode, "memory_profile": args.memory_profile, "max_memory": args.max_memory,
         "load_avg_1min": os.getloadavg()[0],
         "runnable_others": _runnable_others(),
     }
@@ -531,7 +534,7 @@ def bench_input(args, spec: dict, backends: list[str], meta: dict, ref_dir: Path
     ref_pt, ref_json = _reference_files(ref_dir, meta["device_name"], spec)
     # A reference measured by an earlier run into --reference-dir serves when this run does not time it.
     reference = json.loads(ref_json.read_text()) if "reference" not in backends and ref_json.exists() else None
-    available = {"reference": None, "compiled": None, **backend_report(torch.device(spec["device"]))}
+    available = {"reference": None, "compiled": None, "streaming": None, **backend_report(torch.device(spec["device"]))}
     metrics = ("peak_mem_mib",) if profile else TIME_METRICS + ("peak_mem_mib", "max_abs_err", "gflops")
     for backend in backends:
         row = {"backend": backend, "size": spec["label"], "height": spec["height"], "width": spec["width"],
@@ -585,7 +588,8 @@ def run_bench(args) -> int:
             for label, height, width in sizes:
                 spec = {"device": str(device), "dtype": dtype, "label": label, "height": height, "width": width,
                         "batch": args.batch, "style_side": STYLE_SIDE, "seed": args.seed, "alpha": args.alpha,
-                        "warmup": warmup, "repeat": repeat, "compile_mode": args.compile_mode, "tf32": args.allow_tf32}
+                        "warmup": warmup, "repeat": repeat, "compile_mode": args.compile_mode, "tf32": args.allow_tf32,
+                        "max_memory": args.max_memory}
                 if profile or not payload["results"]:
                     print(TABLE_HEADER)
                 bench_input(args, spec, backends, meta, ref_dir, payload)
@@ -654,6 +658,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"device peak for %%peak; default on a CPU {DEFAULT_CPU_PEAK_GFLOPS:.0f} (2 cores x 32 fp32 "
                         "FLOP/cycle x 2.6 GHz, this project's dev machine), on a GPU the data-sheet figure of an "
                         "H100/H200/A100, else unknown")
+    p.add_argument("--max-memory", default="1GB",
+                   help="working-memory budget of the 'streaming' backend (default: %(default)s)")
     p.add_argument("--compile-mode", default="auto",
                    help="torch.compile mode of 'compiled' (default: max-autotune on a GPU, the default mode on a CPU)")
     p.add_argument("--allow-tf32", action="store_true", help="let cuDNN and matmuls use TF32 in float32 (default: off)")

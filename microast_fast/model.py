@@ -33,8 +33,11 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         self.decoder = Decoder()
         self.backend = dispatch.check_backend_name(backend)
         self.max_memory = None if max_memory is None else streaming.parse_bytes(max_memory)
-        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
-            raise ValueError(f"tile_size is a tile side in quarter-resolution pixels (a positive int), got {tile_size!r}")
+        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0):
+            raise ValueError(
+                f"tile_size is a tile side in quarter-resolution pixels (a positive int, or 0 for whole-image "
+                f"execution), got {tile_size!r}"
+            )
         self.tile_size = tile_size
         self._warned_autograd = False
 
@@ -82,12 +85,14 @@ class MicroAST(StrictStateDictMixin, nn.Module):
     def _param(self) -> torch.Tensor:
         return self.content_encoder.enc1[0].conv_layer.weight
 
-    def _backend_for(self, *tensors) -> object:
-        name = self.active_backend
-        needs_grad = torch.is_grad_enabled() and (
+    def _records_grad(self, *tensors) -> bool:
+        return torch.is_grad_enabled() and (
             any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
         )
-        if needs_grad and name != "torch":
+
+    def _backend_for(self, *tensors) -> object:
+        name = self.active_backend
+        if self._records_grad(*tensors) and name != "torch":
             if not self._warned_autograd:
                 warnings.warn(
                     f"backend {name!r} runs inference only; autograd is recording (grad enabled and an input or "
@@ -120,6 +125,8 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         backend = self._backend_for(content, *style_tensors)
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
         tile = self.streaming_tile(content)
+        if tile is None and self._streams_by_default(backend, content, *style_tensors):
+            tile = streaming.CPU_TILE
         if tile is None:
             return backend.stylize(self, content, signals, alpha)
         if backend.__name__ != "microast_fast.torch_backend":
@@ -129,11 +136,24 @@ class MicroAST(StrictStateDictMixin, nn.Module):
             )
         return streaming.stylize(self, content, signals, alpha, tile)
 
+    def _streams_by_default(self, backend, content: torch.Tensor, *tensors) -> bool:
+        """With neither tile_size nor max_memory set, the torch backend streams CPU inference in cache-
+        sized tiles: exact, and 1.9x faster than whole-image at 4096x2160 (see streaming.CPU_TILE).
+        Under autograd it stays whole-image, the plain differentiable graph."""
+        h4, w4 = -(-content.shape[-2] // 4), -(-content.shape[-1] // 4)
+        return (
+            self.tile_size is None and self.max_memory is None
+            and backend.__name__ == "microast_fast.torch_backend" and content.device.type == "cpu"
+            and max(h4, w4) > streaming.CPU_TILE and not self._records_grad(content, *tensors)
+        )
+
     def streaming_tile(self, content: torch.Tensor) -> int | None:
         """Tile side (quarter-res pixels) for streaming ``content``, or None for whole-image execution.
 
-        ``tile_size`` sets it; ``max_memory`` (bytes or "2GB") picks the largest tile whose working
-        memory, with the input, output and two quarter-resolution maps, fits the budget."""
+        ``tile_size`` sets it (0: whole image); ``max_memory`` (bytes or "2GB") picks the largest tile
+        whose working memory, with the input, output and two quarter-resolution maps, fits the budget."""
+        if self.tile_size == 0:
+            return None
         if self.tile_size is not None:
             return self.tile_size
         if self.max_memory is None:

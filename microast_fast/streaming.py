@@ -45,6 +45,11 @@ TAIL_HALO = 3
 _TILE_ELEMENTS_PER_QUARTER_PIXEL = 7000
 _MIN_TILE = 16
 
+# Default tile of CPU inference on the torch backend, in quarter-res pixels (384 image pixels): the
+# working set stays in cache. Measured at 4096x2160 fp32 on 2 cores: tile 24 23.6 s, 48 13.7 s,
+# 96 12.5 s, 192 12.9 s; whole-image 21.4 s.
+CPU_TILE = 96
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -130,10 +135,14 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, tile: in
     """The torch backend's ``stylize``, streamed in tiles of ``tile`` quarter-res pixels a side."""
     n, _, h, w = content.shape
     h4, w4 = math.ceil(h / 4), math.ceil(w / 4)
-    new_map = lambda: content.new_empty(n, 64, h4, w4)  # noqa: E731
+    # Quarter-res maps in the convolutions' layout, so tiles cut from them keep it (see conv_layout).
+    memory_format = torch_backend.conv_memory_format(content.device)
+    new_map = lambda: torch.empty(n, 64, h4, w4, dtype=content.dtype, device=content.device,  # noqa: E731
+                                  memory_format=memory_format)
 
     x = new_map()
-    run_tiled(lambda piece: model.content_encoder(piece)[1], content, x, 4, 1, tile, ENCODER_HALO)
+    encode = lambda piece: model.content_encoder(torch_backend.conv_layout(piece))[1]  # noqa: E731
+    run_tiled(encode, content, x, 4, 1, tile, ENCODER_HALO)
 
     decoder = model.decoder
     for block, (s_mean, s_std, w_sig, b_sig) in ((decoder.dec1, signals[0:4]), (decoder.dec2, signals[4:8])):

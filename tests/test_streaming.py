@@ -49,7 +49,7 @@ def test_bad_budgets(bad):
         MicroAST(max_memory=bad)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+@pytest.mark.parametrize("bad", [-3, 2.5, True])
 def test_bad_tile_size(bad):
     with pytest.raises(ValueError, match="tile_size"):
         MicroAST(tile_size=bad)
@@ -71,3 +71,20 @@ def test_peak_memory_within_budget():
     """)
     grown = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
     assert grown <= 300e6, f"{grown / 1e6:.0f} MB"
+
+
+def test_cpu_inference_streams_by_default_and_tile_size_0_turns_it_off(monkeypatch):
+    import microast_fast.streaming as streaming
+
+    calls = []
+    real = streaming.stylize
+    monkeypatch.setattr(streaming, "stylize", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(streaming, "CPU_TILE", 4)  # so that a small image spans several tiles
+    content, style = torch.rand(1, 3, 40, 36), torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        streamed = MicroAST.from_pretrained(backend="torch")(content, style)
+        whole = MicroAST.from_pretrained(backend="torch", tile_size=0)(content, style)
+    assert calls == [4]
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-4)
+    MicroAST.from_pretrained(backend="torch").requires_grad_(True)(content, style)  # autograd: whole image
+    assert calls == [4]
