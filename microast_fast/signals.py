@@ -24,6 +24,10 @@ class StyleSignals(NamedTuple):
     dec2_w: torch.Tensor
     dec2_b: torch.Tensor
 
+    def per_block(self):
+        """``(mean, std, w, b)`` of dec1, then of dec2: the order the decoder meets them."""
+        return self[0:4], self[4:8]
+
     @property
     def batch_size(self) -> int:
         return self.dec1_mean.shape[0]

@@ -145,7 +145,7 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, tile: in
     run_tiled(encode, content, x, 4, 1, tile, ENCODER_HALO)
 
     decoder = model.decoder
-    for block, (s_mean, s_std, w_sig, b_sig) in ((decoder.dec1, signals[0:4]), (decoder.dec2, signals[4:8])):
+    for block, (s_mean, s_std, w_sig, b_sig) in zip((decoder.dec1, decoder.dec2), signals.per_block()):
         a, shift = torch_backend.featmod_affine(*torch_backend.instance_stats(x), s_mean, s_std, alpha)
         y = new_map()
         run_tiled(lambda piece: torch_backend.filtermod_resblock(block, piece, a, shift, w_sig, b_sig),

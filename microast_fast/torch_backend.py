@@ -65,10 +65,7 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
     """``alpha`` is a float or a float tensor ``[N or 1, 1, 1, 1]``."""
     _, x = model.content_encoder(conv_layout(content))
     decoder = model.decoder
-    for block, (s_mean, s_std, w, b) in (
-        (decoder.dec1, signals[0:4]),
-        (decoder.dec2, signals[4:8]),
-    ):
+    for block, (s_mean, s_std, w, b) in zip((decoder.dec1, decoder.dec2), signals.per_block()):
         a, shift = featmod_affine(*instance_stats(x), s_mean, s_std, alpha)
         x = filtermod_resblock(block, x, a, shift, w, b)
     return decoder.dec3(x).contiguous()

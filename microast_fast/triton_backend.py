@@ -115,8 +115,8 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
         return t.reshape(t.shape[0], CHANNELS).contiguous()
 
     for block, (s_mean, s_std, w, b), with_stats in (
-        (packed["dec1"], signals[0:4], True),   # its output's statistics feed dec2's FeatMod
-        (packed["dec2"], signals[4:8], False),
+        (packed["dec1"], signals.per_block()[0], True),   # its output's statistics feed dec2's FeatMod
+        (packed["dec2"], signals.per_block()[1], False),
     ):
         x, mean, std = filtermod_resblock(
             x, *block, mean, std, per_channel(s_mean), per_channel(s_std), alpha,
