@@ -125,17 +125,17 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         records_grad = self._records_grad(content, *style_tensors)
         backend = self._backend_for(records_grad)
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
-        tile = self.streaming_tile(content)
-        if tile is None and not records_grad and self._streams_by_default(backend, content):
-            tile = streaming.CPU_TILE
-        if tile is None:
+        plan = self.streaming_plan(content)
+        if plan is None and not records_grad and self._streams_by_default(backend, content):
+            plan = streaming.Plan(streaming.CPU_TILE)
+        if plan is None:
             return backend.stylize(self, content, signals, alpha)
         if backend is not torch_backend:
             raise dispatch.BackendUnavailableError(
                 f"tiled streaming (max_memory / tile_size) runs on the 'torch' backend only in this release, "
                 f"not {self.active_backend!r}; drop max_memory and tile_size or use backend='torch'"
             )
-        return streaming.stylize(self, content, signals, alpha, tile)
+        return streaming.stylize(self, content, signals, alpha, plan)
 
     def _streams_by_default(self, backend, content: torch.Tensor) -> bool:
         """With neither tile_size nor max_memory set, the torch backend streams CPU inference in cache-
@@ -147,19 +147,20 @@ class MicroAST(StrictStateDictMixin, nn.Module):
             and backend is torch_backend and content.device.type == "cpu" and max(h4, w4) > streaming.CPU_TILE
         )
 
-    def streaming_tile(self, content: torch.Tensor) -> int | None:
-        """Tile side (quarter-res pixels) for streaming ``content``, or None for whole-image execution.
+    def streaming_plan(self, content: torch.Tensor) -> streaming.Plan | None:
+        """How to stream ``content`` (``streaming.Plan``), or None for whole-image execution.
 
-        ``tile_size`` sets it (0: whole image); ``max_memory`` (bytes or "2GB") picks the largest tile
-        whose working memory, with the input, output and two quarter-resolution maps, fits the budget."""
+        ``tile_size`` sets the tile (0: whole image); ``max_memory`` (bytes or "2GB") picks the fastest
+        plan whose memory, input and output included, fits the budget (``streaming.plan_for_budget``)."""
         if self.tile_size == 0:
             return None
         if self.tile_size is not None:
-            return self.tile_size
+            return streaming.Plan(self.tile_size)
         if self.max_memory is None:
             return None
         n, _, h, w = content.shape
-        return streaming.tile_for_budget(n, h, w, content.element_size(), self.max_memory)
+        max_tile = streaming.CPU_TILE if content.device.type == "cpu" else None  # larger is no faster on CPU
+        return streaming.plan_for_budget(n, h, w, content.element_size(), self.max_memory, max_tile=max_tile)
 
 
 def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,

@@ -1,54 +1,95 @@
 """Exact tiled execution: any resolution in bounded working memory, identical to the whole-image model.
 
 Every stage of MicroAST is local (a convolution sees a few pixels around it) except the FeatMod
-statistics, which need whole quarter-resolution maps. So the schedule is:
+statistics, which need whole quarter-resolution maps. So the work runs in three passes over the
+image, tile by tile, with a barrier for statistics between them:
 
-1. content encoder, tile by tile, into the quarter-resolution map ``c1`` (64 channels);
-2. per decoder block: exact fp32 statistics over the whole quarter-res input (its FeatMod), then the
-   block tile by tile into a new quarter-res map;
-3. decoder tail (upsample, convolutions, 9x9), tile by tile, written into the output.
+1. content encoder -> ``c1`` (quarter res, 64 channels), and the statistics of ``c1``;
+2. the first decoder block, with FeatMod from those statistics -> ``x2``, and the statistics of ``x2``;
+3. the second decoder block and the decoder tail -> the output, written tile by tile in row order.
 
-A tile reads its neighbourhood with a halo at least as wide as the stage's receptive field and keeps
-only its own centre, so values near a tile border never see the tile's (wrong) reflection padding.
-Where a tile touches the image border, the border is the image's and reflection is exactly the
-model's. Outputs therefore match the whole-image model up to fp32 summation order.
+A tile reads its neighbourhood with a halo at least as wide as the receptive field of the stages it
+runs (``tile_layers``: each layer pads only at the image border and consumes the halo elsewhere),
+so its own pixels are exactly those of the whole-image model. Statistics are exact: per-tile
+(count, mean, M2) partials merged in float64 (Chan et al.), never ``E[x^2] - E[x]^2``. Outputs
+match the whole-image model up to fp32 summation order.
 
-What scales with the image: the input, the output and two quarter-resolution 64-channel maps
-(``N * 64 * ceil(H/4) * ceil(W/4)`` values each). Everything else is per tile.
+What scales with the image: the input, the output and the quarter-resolution maps a plan keeps
+between passes (``N * 64 * ceil(H/4) * ceil(W/4)`` values each): ``maps=2`` keeps ``c1`` and ``x2``;
+``maps=1`` keeps ``c1`` and recomputes the first block in pass 3; ``maps=0`` keeps none and
+recomputes the encoder in passes 2 and 3 (about 2.3x the work, for images whose maps alone exceed the
+budget). Everything else is per tile.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import os
+import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from . import torch_backend
+from .reference import FEATMOD_EPS
 from .signals import StyleSignals
+from .tile_layers import Patch, TileNet
 
-# Halos in quarter-resolution pixels, each at least the stage's receptive-field radius.
-# Encoder: the 9x9 conv and two stride-2 3x3 convs reach 7 full-res pixels (2 quarter px), the four
-# 3x3 residual convs 4 quarter px: 6 in all.
+# Halos in quarter-resolution pixels: the receptive-field radius of each stage, rounded up.
+# Encoder: 9x9 (4 full-res px), two stride-2 3x3 (1 full + 1 half px, plus one for the odd start of a
+# stride-2 window) and four 3x3 at quarter res (4): 23 full-res px, 6 quarter px.
 ENCODER_HALO = 6
 # Residual block: two 3x3 convolutions.
 BLOCK_HALO = 2
-# Tail: 9x9 (4 full px) + grouped 3x3 (1) reach 5 full px; the bilinear x2 to full res adds a half-res
-# neighbour, the half-res grouped 3x3 one more, the bilinear x2 from quarter res one more: 3 quarter px.
+# Tail: 9x9 (4 full px) + 3x3 (1) at full res, one half-res neighbour for the bilinear x2, the
+# half-res 3x3 (1) and one quarter-res neighbour for the first bilinear x2: 3 quarter px.
 TAIL_HALO = 3
-# (Each halo is the minimum: one pixel less breaks exactness at tile borders, by 1e-2 or more.)
 
 # Working memory of a tile per quarter-res pixel (halo included), in elements: the encoder head and
-# the decoder tail hold several 16-channel full-res maps (16 positions x 16 channels each) plus the
-# convolutions' scratch. Peak RSS growth on CPU (fp32) per tile pixel measured 1,800 (4096x2160, tile 256),
+# the decoder tail hold a few 16- to 32-channel full-res maps (16 positions each) and the convolutions'
+# scratch. Peak RSS growth on CPU (fp32) per tile pixel measured 1,800 (4096x2160, tile 256),
 # 2,900 (tile 128) and 6,600 (2048x1024, tile 96: the allocator keeps freed blocks): the worst, rounded up.
 _TILE_ELEMENTS_PER_QUARTER_PIXEL = 7000
+_TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)
 _MIN_TILE = 16
 
-# Default tile of CPU inference on the torch backend, in quarter-res pixels (384 image pixels): the
-# working set stays in cache. Measured at 4096x2160 fp32 on 2 cores: tile 24 23.6 s, 48 13.7 s,
-# 96 12.5 s, 192 12.9 s; whole-image 21.4 s.
+# Default tile of CPU inference, in quarter-res pixels (384 image pixels): the working set stays in
+# cache. Measured at 4096x2160 fp32 on 2 cores: tile 24 23.6 s, 48 13.7 s, 96 12.5 s, 192 12.9 s;
+# whole-image 21.4 s.
 CPU_TILE = 96
+
+
+# glibc's malloc returns blocks over its mmap threshold (at most 32 MB) and heap tops over its trim
+# threshold to the kernel on free, so each tile's 10-40 MB maps were faulted in and zeroed afresh by
+# the kernel, tile after tile: 2 s of 11.5 s at 4096x2160. Raising both keeps those pages in the
+# process (peak RSS 752 -> 801 MiB) for 1.25x. MICROAST_FAST_MALLOPT=0 leaves the allocator alone.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_malloc_tuned = False
+
+
+def keep_freed_memory() -> None:
+    """Once per process, on Linux/glibc: keep freed tile buffers for reuse instead of unmapping them."""
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux") or os.environ.get("MICROAST_FAST_MALLOPT") == "0":
+        return
+    _malloc_tuned = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
+        pass
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to stream: tile side in quarter-res pixels, and how many quarter-res maps to keep (2, 1, 0)."""
+
+    tile: int
+    maps: int = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +108,7 @@ class Tile:
 
 
 def tiles(h4: int, w4: int, tile: int, halo: int) -> list[Tile]:
+    """Row-major, so that the output is complete band by band."""
     out = []
     for y0 in range(0, h4, tile):
         for x0 in range(0, w4, tile):
@@ -75,18 +117,129 @@ def tiles(h4: int, w4: int, tile: int, halo: int) -> list[Tile]:
     return out
 
 
-def run_tiled(fn, x: torch.Tensor, out: torch.Tensor, in_scale: int, out_scale: int, tile: int, halo: int) -> None:
-    """``out = fn(x)`` for a local ``fn``, computed tile by tile.
+class StatsAccumulator:
+    """Per-(n, c) mean and ``sqrt(unbiased var + eps)`` of a map seen tile by tile."""
 
-    ``x`` and ``out`` are ``in_scale`` and ``out_scale`` times the quarter-res grid of ``out`` (the input
-    may be shorter than ``in_scale`` times the grid when the image size is not a multiple of 4)."""
-    h4, w4 = out.shape[-2] // out_scale, out.shape[-1] // out_scale
-    for t in tiles(h4, w4, tile, halo):
-        piece = x[..., t.hy0 * in_scale:t.hy1 * in_scale, t.hx0 * in_scale:t.hx1 * in_scale]
-        result = fn(piece)
-        oy, ox = (t.y0 - t.hy0) * out_scale, (t.x0 - t.hx0) * out_scale
-        out[..., t.y0 * out_scale:t.y1 * out_scale, t.x0 * out_scale:t.x1 * out_scale] = \
-            result[..., oy:oy + (t.y1 - t.y0) * out_scale, ox:ox + (t.x1 - t.x0) * out_scale]
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+        count = x.shape[-2] * x.shape[-1]
+        mean, m2 = mean.double(), var.double() * count
+        if self.mean is None:
+            self.count, self.mean, self.m2 = count, mean, m2
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean += delta * (count / total)
+        self.m2 += m2 + delta.square() * (self.count * count / total)
+        self.count = total
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.float(), (self.m2 / (self.count - 1) + FEATMOD_EPS).sqrt().float()
+
+
+@dataclass
+class Stage:
+    run: Callable[[Patch], Patch]
+    halo: int  # quarter-res pixels of context it needs around its output
+    scale: int  # its output pixels per quarter-res pixel
+
+
+def run_pass(stages: list[Stage], read, in_scale: int, in_size: tuple[int, int], grid: tuple[int, int],
+             tile: int, emit, progress=None) -> None:
+    """For each tile of the quarter-res ``grid``: read its halo'd input (``in_scale`` pixels per
+    quarter-res pixel, a level of ``in_size``), run ``stages``, and ``emit(tile, patch)`` its own pixels."""
+    halo = sum(s.halo for s in stages)
+    out_scale = stages[-1].scale
+    for t in tiles(*grid, tile, halo):
+        y0, y1 = t.hy0 * in_scale, min(in_size[0], t.hy1 * in_scale)
+        x0, x1 = t.hx0 * in_scale, min(in_size[1], t.hx1 * in_scale)
+        p = Patch(read(y0, y1, x0, x1), y0, x0, *in_size)
+        for stage in stages:
+            p = stage.run(p)
+        emit(t, p.crop(t.y0 * out_scale, t.y1 * out_scale, t.x0 * out_scale, t.x1 * out_scale))
+        if progress is not None:
+            progress(1)
+
+
+def tile_count(h: int, w: int, tile: int) -> int:
+    """Tiles a stream processes for an ``h x w`` image (three passes)."""
+    return 3 * math.ceil(math.ceil(h / 4) / tile) * math.ceil(math.ceil(w / 4) / tile)
+
+
+def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals, alpha, plan: Plan,
+           write, rows_done=None, progress=None) -> None:
+    """Stylise an ``N x 3 x size`` image given as ``read(y0, y1, x0, x1) -> [N, 3, y1-y0, x1-x0]``.
+
+    The output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) goes out tile by tile as ``write(y0, x0, data)``,
+    in row-major tile order; ``rows_done(y)`` says every output row above ``y`` is written.
+    ``progress(k)`` counts processed tiles (``tile_count``). The model's dtype and device are the maps'.
+    """
+    h, w = size
+    grid = (math.ceil(h / 4), math.ceil(w / 4))
+    param = model.decoder.dec1.conv1.conv_layer.weight
+    if param.device.type == "cpu":
+        keep_freed_memory()
+    net = TileNet(model, param.device)
+    memory_format = torch_backend.conv_memory_format(param.device)
+    image = (read, 4, size)
+    encoder = Stage(net.encode, ENCODER_HALO, 1)
+
+    def keep(into: torch.Tensor | None, stats: StatsAccumulator):
+        def emit(t: Tile, p: Patch) -> None:
+            stats.add(p.data)
+            if into is not None:
+                into[..., t.y0:t.y1, t.x0:t.x1] = p.data
+        return emit
+
+    def new_map():
+        return torch.empty(batch, 64, *grid, dtype=param.dtype, device=param.device, memory_format=memory_format)
+
+    def map_source(m: torch.Tensor):
+        return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid
+
+    def block(resblock, stats: StatsAccumulator, block_signals) -> Stage:
+        s_mean, s_std, w_sig, b_sig = block_signals
+        affine = torch_backend.featmod_affine(*stats.result(), s_mean, s_std, alpha)
+        return Stage(lambda p: resblock(p, affine, (w_sig, b_sig)), BLOCK_HALO, 1)
+
+    signals1, signals2 = signals.per_block()
+    # Pass 1: the encoder; keep c1 unless the plan recomputes it.
+    c1, stats1 = (new_map() if plan.maps >= 1 else None), StatsAccumulator()
+    run_pass([encoder], *image, grid, plan.tile, keep(c1, stats1), progress)
+    before1, source = ([], map_source(c1)) if c1 is not None else ([encoder], image)
+    block1 = block(net.block1, stats1, signals1)
+    # Pass 2: the first block; keep x2 when the plan allows.
+    x2, stats2 = (new_map() if plan.maps >= 2 else None), StatsAccumulator()
+    run_pass(before1 + [block1], *source, grid, plan.tile, keep(x2, stats2), progress)
+    del c1
+    before2, source = ([], map_source(x2)) if x2 is not None else (before1 + [block1], source)
+    block2 = block(net.block2, stats2, signals2)
+    tail = Stage(net.tail, TAIL_HALO, 4)
+    # Pass 3: the second block and the tail, out in row order.
+    def emit_output(t: Tile, p: Patch) -> None:
+        write(p.y, p.x, p.data)
+        if rows_done is not None and t.x1 == grid[1]:
+            rows_done(p.y1)
+
+    run_pass(before2 + [block2, tail], *source, grid, plan.tile, emit_output, progress)
+
+
+def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan) -> torch.Tensor:
+    """The torch backend's ``stylize`` on a tensor, streamed as ``plan`` says."""
+    n, _, h, w = content.shape
+    out = content.new_empty(n, 3, 4 * math.ceil(h / 4), 4 * math.ceil(w / 4))
+
+    def read(y0, y1, x0, x1):
+        return torch_backend.conv_layout(content[..., y0:y1, x0:x1])
+
+    def write(y0, x0, data):
+        out[..., y0:y0 + data.shape[-2], x0:x0 + data.shape[-1]] = data
+
+    stream(model, read, (h, w), n, signals, alpha, plan, write)
+    return out
 
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -109,49 +262,34 @@ def parse_bytes(value) -> int:
     return int(number * _UNITS[unit])
 
 
-def fixed_bytes(n: int, h: int, w: int, element_size: int) -> int:
-    """Memory that scales with the image whatever the tile: input, output, two quarter-res maps."""
+def image_bytes(n: int, h: int, w: int, element_size: int) -> int:
+    """The input and output tensors of ``forward``."""
     h4, w4 = math.ceil(h / 4), math.ceil(w / 4)
-    image = n * 3 * h * w + n * 3 * (4 * h4) * (4 * w4)
-    return (image + 2 * n * 64 * h4 * w4) * element_size
+    return (n * 3 * h * w + n * 3 * (4 * h4) * (4 * w4)) * element_size
 
 
-def tile_for_budget(n: int, h: int, w: int, element_size: int, max_memory: int) -> int:
-    """The largest tile side (quarter-res pixels) whose working memory fits ``max_memory`` bytes with the
-    image-sized buffers; raises ValueError when even the smallest tile does not fit."""
-    fixed = fixed_bytes(n, h, w, element_size)
-    for tile in (512, 384, 256, 192, 128, 96, 64, 48, 32, _MIN_TILE):
-        side = tile + 2 * ENCODER_HALO
-        if fixed + n * side * side * _TILE_ELEMENTS_PER_QUARTER_PIXEL * element_size <= max_memory:
-            return tile
+def plan_bytes(plan: Plan, n: int, h: int, w: int, element_size: int) -> int:
+    """Working memory of a plan besides input and output: kept maps and one tile's working set."""
+    halo = {2: ENCODER_HALO, 1: 2 * BLOCK_HALO + TAIL_HALO, 0: ENCODER_HALO + 2 * BLOCK_HALO + TAIL_HALO}[plan.maps]
+    side = plan.tile + 2 * halo
+    maps = plan.maps * n * 64 * math.ceil(h / 4) * math.ceil(w / 4)
+    return (maps + n * side * side * _TILE_ELEMENTS_PER_QUARTER_PIXEL) * element_size
+
+
+def plan_for_budget(n: int, h: int, w: int, element_size: int, max_memory: int, io_bytes: int | None = None,
+                    max_tile: int | None = None) -> Plan:
+    """The fastest plan whose memory, with ``io_bytes`` for input and output (default: the tensors of
+    ``forward``), fits ``max_memory`` bytes: keep as many maps as fit with a tile of at least 32, then
+    recompute with tiles down to 16. Raises ValueError, with the figures, when nothing fits."""
+    io_bytes = image_bytes(n, h, w, element_size) if io_bytes is None else io_bytes
+    tiles_ = [t for t in _TILES if max_tile is None or t <= max_tile]
+    candidates = [Plan(t, maps) for maps in (2, 1, 0) for t in tiles_] + [Plan(_MIN_TILE, 0)]
+    for plan in candidates:
+        if io_bytes + plan_bytes(plan, n, h, w, element_size) <= max_memory:
+            return plan
+    least = io_bytes + plan_bytes(candidates[-1], n, h, w, element_size)
     raise ValueError(
-        f"a {n}x3x{h}x{w} image needs about {fixed / 2**20:.0f} MiB for its input, output and two "
-        f"quarter-resolution maps alone, more than max_memory={max_memory / 2**20:.0f} MiB allows; "
-        "raise the budget or process a smaller batch"
+        f"a {n}x3x{h}x{w} image needs at least {least / 2**20:.0f} MiB ({io_bytes / 2**20:.0f} MiB for its "
+        f"input and output alone), more than max_memory={max_memory / 2**20:.0f} MiB allows; "
+        "raise the budget or process a smaller image or batch"
     )
-
-
-def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, tile: int) -> torch.Tensor:
-    """The torch backend's ``stylize``, streamed in tiles of ``tile`` quarter-res pixels a side."""
-    n, _, h, w = content.shape
-    h4, w4 = math.ceil(h / 4), math.ceil(w / 4)
-    # Quarter-res maps in the convolutions' layout, so tiles cut from them keep it (see conv_layout).
-    memory_format = torch_backend.conv_memory_format(content.device)
-    new_map = lambda: torch.empty(n, 64, h4, w4, dtype=content.dtype, device=content.device,  # noqa: E731
-                                  memory_format=memory_format)
-
-    x = new_map()
-    encode = lambda piece: model.content_encoder(torch_backend.conv_layout(piece))[1]  # noqa: E731
-    run_tiled(encode, content, x, 4, 1, tile, ENCODER_HALO)
-
-    decoder = model.decoder
-    for block, (s_mean, s_std, w_sig, b_sig) in zip((decoder.dec1, decoder.dec2), signals.per_block()):
-        a, shift = torch_backend.featmod_affine(*torch_backend.instance_stats(x), s_mean, s_std, alpha)
-        y = new_map()
-        run_tiled(lambda piece: torch_backend.filtermod_resblock(block, piece, a, shift, w_sig, b_sig),
-                  x, y, 1, 1, tile, BLOCK_HALO)
-        x = y
-
-    out = content.new_empty(n, 3, 4 * h4, 4 * w4)
-    run_tiled(decoder.dec3, x, out, 1, 4, tile, TAIL_HALO)
-    return out

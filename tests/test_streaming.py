@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from microast_fast import MicroAST, MicroASTReference
-from microast_fast.streaming import parse_bytes, tile_for_budget
+from microast_fast import streaming
+from microast_fast.streaming import Plan, parse_bytes, plan_for_budget
 
 from reference_check import assert_fp32_matches, reference64
 
@@ -18,7 +19,7 @@ def ref():
     return MicroASTReference.from_pretrained()
 
 
-@pytest.mark.parametrize("h,w,tile", [(37, 53, 2), (130, 97, 3), (203, 17, 2), (64, 64, 5), (45, 150, 8)])
+@pytest.mark.parametrize("h,w,tile", [(37, 53, 2), (130, 97, 3), (203, 17, 2), (64, 64, 5), (45, 150, 8), (21, 22, 1)])
 def test_tiny_tiles_match_whole_image(ref, h, w, tile):
     """Tiles of a few quarter-res pixels put many tile borders in every stage: no seams allowed."""
     g = torch.Generator().manual_seed(h * w)
@@ -30,9 +31,28 @@ def test_tiny_tiles_match_whole_image(ref, h, w, tile):
                             f"{h}x{w} tile {tile}")
 
 
-def test_budget_picks_tile_and_refuses_what_cannot_fit():
-    assert tile_for_budget(1, 2160, 4096, 4, parse_bytes("1GB")) >= 64
-    assert tile_for_budget(1, 2160, 4096, 4, parse_bytes("4GB")) > tile_for_budget(1, 2160, 4096, 4, parse_bytes("1GB"))
+@pytest.mark.parametrize("maps", [1, 0])
+def test_plans_that_recompute_match_whole_image(ref, maps):
+    """Keeping one map or none (recomputing the encoder / first block per tile) changes nothing."""
+    g = torch.Generator().manual_seed(maps)
+    content, style = torch.rand(2, 3, 59, 70, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    model = MicroAST.from_pretrained(backend="torch")
+    alpha = torch.tensor([0.3, 1.0]).view(2, 1, 1, 1)
+    with torch.no_grad():
+        out = streaming.stylize(model, content, model.encode_style(style), alpha, Plan(3, maps))
+        expected = torch.cat([ref(content[i:i + 1], style, a) for i, a in enumerate((0.3, 1.0))])
+        ref64 = reference64(ref)
+        exact = torch.cat([ref64(content[i:i + 1].double(), style.double(), a) for i, a in enumerate((0.3, 1.0))])
+    assert_fp32_matches(out, expected, exact, f"maps={maps}")
+
+
+def test_budget_picks_the_fastest_plan_that_fits_and_refuses_what_cannot():
+    four_k = (1, 2160, 4096, 4)
+    assert plan_for_budget(*four_k, parse_bytes("1GB")) == Plan(96, 2)
+    assert plan_for_budget(*four_k, parse_bytes("4GB")).tile > plan_for_budget(*four_k, parse_bytes("1GB")).tile
+    # 16384x8640: input and output tensors 3.4 GB, one quarter-res map 2.3 GB.
+    assert plan_for_budget(1, 8640, 16384, 4, parse_bytes("4GB")).maps == 0
+    assert plan_for_budget(1, 8640, 16384, 4, parse_bytes("4GB"), io_bytes=16384 * 8640 * 3).maps == 1
     model = MicroAST.from_pretrained(backend="torch", max_memory="100MB")
     with pytest.raises(ValueError, match="more than max_memory=95 MiB"):
         model(torch.rand(1, 3, 2160, 4096), torch.rand(1, 3, 16, 16))
@@ -78,7 +98,7 @@ def test_cpu_inference_streams_by_default_and_tile_size_0_turns_it_off(monkeypat
 
     calls = []
     real = streaming.stylize
-    monkeypatch.setattr(streaming, "stylize", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(streaming, "stylize", lambda *a: calls.append(a[-1].tile) or real(*a))
     monkeypatch.setattr(streaming, "CPU_TILE", 4)  # so that a small image spans several tiles
     content, style = torch.rand(1, 3, 40, 36), torch.rand(1, 3, 16, 16)
     with torch.no_grad():
