@@ -18,7 +18,7 @@ setup(
     packages=["microast_fast", "microast_fast.kernels"],
     package_dir={"microast_fast.kernels": "kernels"},
     package_data={"microast_fast": ["data/weights/*", "data/assets/*"]},
-    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm"],
+    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],
     extras_require={
         # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.
         "test": ["pytest", "pytest-benchmark", "triton", "matplotlib"],

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from . import streaming
 from .dispatch import BACKEND_CHOICES
-from .images import IMAGE_SUFFIXES, load_image, save_image_atomic, to_uint8
+from .images import (IMAGE_SUFFIXES, STREAMED_SUFFIXES, image_size, load_image, pixels_to_tensor, read_pixels,
+                     save_bands_atomic, save_image_atomic, to_uint8)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -94,6 +97,50 @@ def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.T
         return model(content, signals, alpha)[0, :, :h, :w]
 
 
+def io_bytes(h: int, w: int, output: Path) -> int:
+    """Memory for a streamed job's input and output besides the model's plan: the decoded image (Pillow's
+    4 bytes a pixel, then our 3) and, for formats not written band by band, the whole 8-bit output."""
+    return 7 * h * w * (1 if output.suffix.lower() in STREAMED_SUFFIXES else 2)
+
+
+def plan_jobs_memory(model, jobs: list[Job], short_side: int | None) -> dict[Path, tuple]:
+    """Size and streaming plan of each content image, from the file headers, before any work: a job the
+    budget cannot hold stops the command here. Unreadable files are left for the job loop to report."""
+    plans = {}
+    for job in jobs:
+        try:
+            h, w = image_size(job.content, short_side)
+        except (OSError, ValueError):
+            continue
+        try:
+            plan = model.streaming_plan(1, h, w, io_bytes(h, w, job.output))
+        except ValueError as err:
+            raise UsageError(f"{job.content} ({w}x{h}) cannot be stylised within the budget: {err}") from None
+        if plan is not None and model.active_backend != "torch":
+            raise UsageError(f"--max-memory / --tile-size stream on the 'torch' backend only, not "
+                             f"{model.active_backend!r}; drop them or pass --backend torch")
+        plans[job.content] = ((h, w), plan)
+    return plans
+
+
+def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: Path, progress_desc: str) -> None:
+    """One content image through the tiled executor, written band by band to ``output``: the input stays
+    8-bit, and PNG/TIFF outputs never exist whole in memory. A progress bar shows on long runs."""
+    from tqdm import tqdm
+
+    h, w = pixels.shape[:2]
+    param = model.decoder.dec1.conv1.conv_layer.weight
+
+    def read(y0, y1, x0, x1):
+        return pixels_to_tensor(pixels[y0:y1, x0:x1]).to(param.device, param.dtype)
+
+    with tqdm(total=streaming.tile_count(h, w, plan.tile), desc=progress_desc, unit="tile", leave=False,
+              delay=2.0, file=sys.stderr) as bar, torch.inference_mode():
+        bands = streaming.stream(model, read, (h, w), 1, signals, alpha, plan, progress=bar.update)
+        rows = (to_uint8(band[0, :, :h - y0, :w]) for y0, band in bands if y0 < h)
+        save_bands_atomic(rows, h, w, output)
+
+
 def cmd_stylize(args) -> int:
     from tqdm import tqdm
 
@@ -105,6 +152,7 @@ def cmd_stylize(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     model = load_model(args)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    plans = plan_jobs_memory(model, jobs, args.size)
     print(f"backend {model.active_backend} on {device}, {args.dtype}", file=sys.stderr)
 
     failures = 0
@@ -112,8 +160,10 @@ def cmd_stylize(args) -> int:
     bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr)
     for content_path in contents:
         content_jobs = [j for j in jobs if j.content == content_path]
+        plan = plans.get(content_path, (None, None))[1]
         try:
-            content = load_image(content_path, args.size).to(device, dtype)
+            pixels = read_pixels(content_path, args.size)
+            content = pixels_to_tensor(pixels).to(device, dtype) if plan is None else None
         except (OSError, ValueError) as err:
             failures += len(content_jobs)
             bar.update(len(content_jobs))
@@ -130,16 +180,18 @@ def cmd_stylize(args) -> int:
                     torch.cuda.reset_peak_memory_stats(device)
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
-                image = stylize_file(model, content, signals[job.style], args.alpha)
-                pixels = to_uint8(image)  # copies to the host, so the timing includes the whole forward
+                if plan is None:
+                    image = to_uint8(stylize_file(model, content, signals[job.style], args.alpha))
+                    save_image_atomic(image, job.output)
+                else:
+                    stream_file(model, pixels, signals[job.style], args.alpha, plan, job.output, content_path.name)
                 seconds = time.perf_counter() - start
-                save_image_atomic(pixels, job.output)
             except (OSError, ValueError, TypeError) as err:
                 failures += 1
                 tqdm.write(f"skipped {job.content} with style {job.style}: {err}", file=sys.stderr)
                 continue
             h, w = pixels.shape[:2]
-            tqdm.write(f"{job.output}  {w}x{h}  {seconds:.3f} s  {peak_memory(device)}")
+            tqdm.write(f"{job.output}  {w}x{h}  {seconds:.3f} s with writing  {peak_memory(device)}")
     bar.close()
     if failures:
         print(f"{failures} of {len(jobs)} outputs failed", file=sys.stderr)

@@ -124,10 +124,17 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         alpha = normalize_alpha(alpha, content.shape[0], content.device)
         records_grad = self._records_grad(content, *style_tensors)
         backend = self._backend_for(records_grad)
+        n, _, h, w = content.shape
+        plan = self.streaming_plan(n, h, w)  # first: a budget that cannot fit fails before any work
+        if plan is not None and records_grad:
+            if self._streams_by_default:
+                plan = None  # the plain differentiable graph
+            else:
+                raise ValueError(
+                    "tiled streaming (max_memory / tile_size) runs inference only, but autograd is recording; "
+                    "use torch.inference_mode() or model.requires_grad_(False), or tile_size=0 for whole-image"
+                )
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
-        plan = self.streaming_plan(content)
-        if plan is None and not records_grad and self._streams_by_default(backend, content):
-            plan = streaming.Plan(streaming.CPU_TILE)
         if plan is None:
             return backend.stylize(self, content, signals, alpha)
         if backend is not torch_backend:
@@ -137,30 +144,33 @@ class MicroAST(StrictStateDictMixin, nn.Module):
             )
         return streaming.stylize(self, content, signals, alpha, plan)
 
-    def _streams_by_default(self, backend, content: torch.Tensor) -> bool:
-        """With neither tile_size nor max_memory set, the torch backend streams CPU inference in cache-
-        sized tiles: exact, and 1.9x faster than whole-image at 4096x2160 (see streaming.CPU_TILE).
-        (Under autograd the caller keeps whole-image execution, the plain differentiable graph.)"""
-        h4, w4 = -(-content.shape[-2] // 4), -(-content.shape[-1] // 4)
-        return (
-            self.tile_size is None and self.max_memory is None
-            and backend is torch_backend and content.device.type == "cpu" and max(h4, w4) > streaming.CPU_TILE
-        )
+    @property
+    def _streams_by_default(self) -> bool:
+        return self.tile_size is None and self.max_memory is None
 
-    def streaming_plan(self, content: torch.Tensor) -> streaming.Plan | None:
-        """How to stream ``content`` (``streaming.Plan``), or None for whole-image execution.
+    def streaming_plan(self, batch: int, height: int, width: int, io_bytes: int | None = None) -> streaming.Plan | None:
+        """How ``forward`` streams a ``batch x 3 x height x width`` content (``streaming.Plan``), or None
+        for whole-image execution.
 
-        ``tile_size`` sets the tile (0: whole image); ``max_memory`` (bytes or "2GB") picks the fastest
-        plan whose memory, input and output included, fits the budget (``streaming.plan_for_budget``)."""
+        ``tile_size`` sets the tile (0: whole image). ``max_memory`` (bytes or "2GB") picks the fastest
+        plan whose memory fits the budget with ``io_bytes`` for input and output (default: the tensors
+        of ``forward``), and raises ValueError, before any work, when none fits. With neither, CPU
+        inference on the torch backend streams in cache-sized tiles: exact, and faster than whole-image
+        (see ``streaming.CPU_TILE``); other devices run whole-image.
+        """
+        device = self._param.device
+        h4, w4 = -(-height // 4), -(-width // 4)
         if self.tile_size == 0:
             return None
         if self.tile_size is not None:
             return streaming.Plan(self.tile_size)
-        if self.max_memory is None:
-            return None
-        n, _, h, w = content.shape
-        max_tile = streaming.CPU_TILE if content.device.type == "cpu" else None  # larger is no faster on CPU
-        return streaming.plan_for_budget(n, h, w, content.element_size(), self.max_memory, max_tile=max_tile)
+        if self.max_memory is not None:
+            max_tile = streaming.CPU_TILE if device.type == "cpu" else None  # larger is no faster on CPU
+            return streaming.plan_for_budget(batch, height, width, self._param.element_size(), self.max_memory,
+                                             io_bytes, max_tile)
+        if device.type == "cpu" and self.active_backend == "torch" and max(h4, w4) > streaming.CPU_TILE:
+            return streaming.Plan(streaming.CPU_TILE)
+        return None
 
 
 def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,

@@ -29,7 +29,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -147,10 +147,11 @@ class Stage:
     scale: int  # its output pixels per quarter-res pixel
 
 
-def run_pass(stages: list[Stage], read, in_scale: int, in_size: tuple[int, int], grid: tuple[int, int],
-             tile: int, emit, progress=None) -> None:
-    """For each tile of the quarter-res ``grid``: read its halo'd input (``in_scale`` pixels per
-    quarter-res pixel, a level of ``in_size``), run ``stages``, and ``emit(tile, patch)`` its own pixels."""
+def run_tiles(stages: list[Stage], read, in_scale: int, in_size: tuple[int, int], grid: tuple[int, int],
+              tile: int, progress=None):
+    """For each tile of the quarter-res ``grid``, in row-major order: read its halo'd input (``in_scale``
+    pixels per quarter-res pixel, a level of ``in_size``), run ``stages``, and yield ``(tile, patch)``
+    with the patch cropped to the tile's own pixels."""
     halo = sum(s.halo for s in stages)
     out_scale = stages[-1].scale
     for t in tiles(*grid, tile, halo):
@@ -159,7 +160,7 @@ def run_pass(stages: list[Stage], read, in_scale: int, in_size: tuple[int, int],
         p = Patch(read(y0, y1, x0, x1), y0, x0, *in_size)
         for stage in stages:
             p = stage.run(p)
-        emit(t, p.crop(t.y0 * out_scale, t.y1 * out_scale, t.x0 * out_scale, t.x1 * out_scale))
+        yield t, p.crop(t.y0 * out_scale, t.y1 * out_scale, t.x0 * out_scale, t.x1 * out_scale)
         if progress is not None:
             progress(1)
 
@@ -170,12 +171,12 @@ def tile_count(h: int, w: int, tile: int) -> int:
 
 
 def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals, alpha, plan: Plan,
-           write, rows_done=None, progress=None) -> None:
+           progress=None) -> Iterator[tuple[int, torch.Tensor]]:
     """Stylise an ``N x 3 x size`` image given as ``read(y0, y1, x0, x1) -> [N, 3, y1-y0, x1-x0]``.
 
-    The output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) goes out tile by tile as ``write(y0, x0, data)``,
-    in row-major tile order; ``rows_done(y)`` says every output row above ``y`` is written.
-    ``progress(k)`` counts processed tiles (``tile_count``). The model's dtype and device are the maps'.
+    Yields the output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) band by band, top to bottom, as
+    ``(first row, band [N, 3, rows, 4*ceil(w/4)])``. ``progress(k)`` counts processed tiles
+    (``tile_count`` in all). The maps take the model's dtype and device.
     """
     h, w = size
     grid = (math.ceil(h / 4), math.ceil(w / 4))
@@ -184,47 +185,49 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
         keep_freed_memory()
     net = TileNet(model, param.device)
     memory_format = torch_backend.conv_memory_format(param.device)
-    image = (read, 4, size)
+    # A fresh copy with canonical strides: oneDNN picks its algorithm (and so its rounding) by the strides,
+    # even those of size-1 dims, and a tile must come out the same whatever array it was cut from.
+    image = (lambda *region: read(*region).clone(memory_format=memory_format), 4, size)
     encoder = Stage(net.encode, ENCODER_HALO, 1)
 
-    def keep(into: torch.Tensor | None, stats: StatsAccumulator):
-        def emit(t: Tile, p: Patch) -> None:
+    def run_keeping(stages, source, keep_map: bool):
+        """A pass that ends at quarter res: the statistics of its output, and the output if kept."""
+        out = torch.empty(batch, 64, *grid, dtype=param.dtype, device=param.device,
+                          memory_format=memory_format) if keep_map else None
+        stats = StatsAccumulator()
+        for t, p in run_tiles(stages, *source, grid, plan.tile, progress):
             stats.add(p.data)
-            if into is not None:
-                into[..., t.y0:t.y1, t.x0:t.x1] = p.data
-        return emit
-
-    def new_map():
-        return torch.empty(batch, 64, *grid, dtype=param.dtype, device=param.device, memory_format=memory_format)
-
-    def map_source(m: torch.Tensor):
-        return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid
+            if out is not None:
+                out[..., t.y0:t.y1, t.x0:t.x1] = p.data
+        return out, stats
 
     def block(resblock, stats: StatsAccumulator, block_signals) -> Stage:
         s_mean, s_std, w_sig, b_sig = block_signals
         affine = torch_backend.featmod_affine(*stats.result(), s_mean, s_std, alpha)
         return Stage(lambda p: resblock(p, affine, (w_sig, b_sig)), BLOCK_HALO, 1)
 
-    signals1, signals2 = signals.per_block()
-    # Pass 1: the encoder; keep c1 unless the plan recomputes it.
-    c1, stats1 = (new_map() if plan.maps >= 1 else None), StatsAccumulator()
-    run_pass([encoder], *image, grid, plan.tile, keep(c1, stats1), progress)
-    before1, source = ([], map_source(c1)) if c1 is not None else ([encoder], image)
-    block1 = block(net.block1, stats1, signals1)
-    # Pass 2: the first block; keep x2 when the plan allows.
-    x2, stats2 = (new_map() if plan.maps >= 2 else None), StatsAccumulator()
-    run_pass(before1 + [block1], *source, grid, plan.tile, keep(x2, stats2), progress)
-    del c1
-    before2, source = ([], map_source(x2)) if x2 is not None else (before1 + [block1], source)
-    block2 = block(net.block2, stats2, signals2)
-    tail = Stage(net.tail, TAIL_HALO, 4)
-    # Pass 3: the second block and the tail, out in row order.
-    def emit_output(t: Tile, p: Patch) -> None:
-        write(p.y, p.x, p.data)
-        if rows_done is not None and t.x1 == grid[1]:
-            rows_done(p.y1)
+    def from_map(m: torch.Tensor):
+        return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid
 
-    run_pass(before2 + [block2, tail], *source, grid, plan.tile, emit_output, progress)
+    signals1, signals2 = signals.per_block()
+    # Pass 1: the encoder; c1 kept unless the plan recomputes it.
+    c1, stats1 = run_keeping([encoder], image, plan.maps >= 1)
+    before1, source = ([], from_map(c1)) if c1 is not None else ([encoder], image)
+    block1 = block(net.block1, stats1, signals1)
+    # Pass 2: the first block; x2 kept when the plan allows.
+    x2, stats2 = run_keeping(before1 + [block1], source, plan.maps >= 2)
+    del c1
+    before2, source = ([], from_map(x2)) if x2 is not None else (before1 + [block1], source)
+    block2 = block(net.block2, stats2, signals2)
+    # Pass 3: the second block and the tail, out band by band.
+    band = None
+    for t, p in run_tiles(before2 + [block2, Stage(net.tail, TAIL_HALO, 4)], *source, grid, plan.tile, progress):
+        if band is None:
+            band = p.data.new_empty(batch, 3, p.data.shape[-2], 4 * grid[1])
+        band[..., p.x:p.x1] = p.data
+        if t.x1 == grid[1]:
+            yield p.y, band
+            band = None
 
 
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan) -> torch.Tensor:
@@ -233,12 +236,10 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Pl
     out = content.new_empty(n, 3, 4 * math.ceil(h / 4), 4 * math.ceil(w / 4))
 
     def read(y0, y1, x0, x1):
-        return torch_backend.conv_layout(content[..., y0:y1, x0:x1])
+        return content[..., y0:y1, x0:x1]
 
-    def write(y0, x0, data):
-        out[..., y0:y0 + data.shape[-2], x0:x0 + data.shape[-1]] = data
-
-    stream(model, read, (h, w), n, signals, alpha, plan, write)
+    for y0, band in stream(model, read, (h, w), n, signals, alpha, plan):
+        out[..., y0:y0 + band.shape[-2], :] = band
     return out
 
 

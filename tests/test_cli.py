@@ -125,3 +125,48 @@ def test_exif_orientation_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     img.save(tmp_path / "rotated.jpg", exif=exif)
     assert load_image(tmp_path / "rotated.jpg").shape == (1, 3, 8, 4)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp"])
+def test_streamed_output_is_the_module_output(photos, tmp_path, suffix):
+    """With tiles, PNG and TIFF are written band by band from an 8-bit input; every format holds exactly
+    what the module computes with the same tiles, and the whole-image model to within one 8-bit step at
+    rounding boundaries."""
+    folder, style = photos
+    content_path = tmp_path / "wide.png"
+    Image.open(asset_path("chelsea.png")).crop((10, 20, 213, 118)).save(content_path)  # 203x98: odd, not /4
+    out = tmp_path / f"out{suffix}"
+    result = cli("stylize", content_path, "--style", style, "-o", out, "--backend", "torch", "--tile-size", "5",
+                 "--style-size", "0")
+    assert result.returncode == 0, result.stderr
+    written = np.asarray(Image.open(out).convert("RGB"))
+    content, style_tensor = load_image(content_path), load_image(style)
+    with torch.inference_mode():
+        tiled = to_uint8(MicroAST.from_pretrained(backend="torch", tile_size=5)(content, style_tensor)[0, :, :98, :203])
+        whole = to_uint8(MicroAST.from_pretrained(backend="torch", tile_size=0)(content, style_tensor)[0, :, :98, :203])
+    np.testing.assert_array_equal(written, tiled)
+    assert np.abs(written.astype(int) - whole).max() <= 1
+
+
+def test_budget_too_small_refuses_before_any_work(photos, tmp_path):
+    folder, style = photos
+    out = tmp_path / "out"
+    result = cli("stylize", folder / "cat.png", folder / "gravel.png", "--style", style, "-o", out,
+                 "--backend", "torch", "--max-memory", "2MB")
+    assert result.returncode == 2
+    assert "cannot be stylised within the budget" in result.stderr and "raise the budget" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+    assert "backend" not in result.stderr  # refused before the model ran
+
+
+def test_failed_stream_leaves_no_file(tmp_path):
+    from microast_fast.images import save_bands_atomic
+
+    def bands():
+        yield np.zeros((4, 10, 3), np.uint8)
+        raise RuntimeError("the computation failed half-way")
+
+    for suffix in (".png", ".tif", ".jpg"):
+        with pytest.raises(RuntimeError, match="half-way"):
+            save_bands_atomic(bands(), 8, 10, tmp_path / f"x{suffix}")
+    assert list(tmp_path.iterdir()) == []
