@@ -142,8 +142,13 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
 
 
 def cmd_stylize(args) -> int:
+    from PIL import Image
     from tqdm import tqdm
 
+    # Pillow warns above 89 megapixels and refuses above 179 ("decompression bomb"): the very images
+    # streaming exists for. Here the user named the files, and --max-memory is checked against each
+    # image's size from its header before it is decoded.
+    Image.MAX_IMAGE_PIXELS = None
     contents = expand_inputs(args.content, "content")
     styles = expand_inputs(args.style, "style")
     out = Path(args.output)
