@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import streaming
+from . import dispatch, streaming
 from .dispatch import BACKEND_CHOICES
 from .images import (IMAGE_SUFFIXES, STREAMED_SUFFIXES, image_size, load_image, pixels_to_tensor, read_pixels,
                      save_bands_atomic, save_image_atomic, to_uint8)
@@ -116,9 +116,6 @@ def plan_jobs_memory(model, jobs: list[Job], short_side: int | None) -> dict[Pat
             plan = model.streaming_plan(1, h, w, io_bytes(h, w, job.output))
         except ValueError as err:
             raise UsageError(f"{job.content} ({w}x{h}) cannot be stylised within the budget: {err}") from None
-        if plan is not None and model.active_backend != "torch":
-            raise UsageError(f"--max-memory / --tile-size stream on the 'torch' backend only, not "
-                             f"{model.active_backend!r}; drop them or pass --backend torch")
         plans[job.content] = ((h, w), plan)
     return plans
 
@@ -136,7 +133,8 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
 
     with tqdm(total=streaming.tile_count(h, w, plan.tile), desc=progress_desc, unit="tile", leave=False,
               delay=2.0, file=sys.stderr) as bar, torch.inference_mode():
-        bands = streaming.stream(model, read, (h, w), 1, signals, alpha, plan, progress=bar.update)
+        stages = dispatch.backend_module(model.active_backend).tile_stages(model)
+        bands = streaming.stream(model, read, (h, w), 1, signals, alpha, plan, stages, progress=bar.update)
         rows = (to_uint8(band[0, :, :h - y0, :w]) for y0, band in bands if y0 < h)
         save_bands_atomic(rows, h, w, output)
 

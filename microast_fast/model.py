@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import dispatch, streaming, torch_backend
+from . import dispatch, streaming
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
 from .signals import StyleSignals
@@ -137,12 +137,7 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
         if plan is None:
             return backend.stylize(self, content, signals, alpha)
-        if backend is not torch_backend:
-            raise dispatch.BackendUnavailableError(
-                f"tiled streaming (max_memory / tile_size) runs on the 'torch' backend only in this release, "
-                f"not {self.active_backend!r}; drop max_memory and tile_size or use backend='torch'"
-            )
-        return streaming.stylize(self, content, signals, alpha, plan)
+        return streaming.stylize(self, content, signals, alpha, plan, backend.tile_stages(self))
 
     @property
     def _streams_by_default(self) -> bool:

@@ -171,19 +171,20 @@ def tile_count(h: int, w: int, tile: int) -> int:
 
 
 def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals, alpha, plan: Plan,
-           progress=None) -> Iterator[tuple[int, torch.Tensor]]:
+           stages=None, progress=None) -> Iterator[tuple[int, torch.Tensor]]:
     """Stylise an ``N x 3 x size`` image given as ``read(y0, y1, x0, x1) -> [N, 3, y1-y0, x1-x0]``.
 
     Yields the output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) band by band, top to bottom, as
     ``(first row, band [N, 3, rows, 4*ceil(w/4)])``. ``progress(k)`` counts processed tiles
-    (``tile_count`` in all). The maps take the model's dtype and device.
+    (``tile_count`` in all). The maps take the model's dtype and device. ``stages`` runs the tiles:
+    ``encode``, ``decoder_block``, ``tail`` on patches (default: the torch backend's ``TileNet``).
     """
     h, w = size
     grid = (math.ceil(h / 4), math.ceil(w / 4))
     param = model.decoder.dec1.conv1.conv_layer.weight
     if param.device.type == "cpu":
         keep_freed_memory()
-    net = TileNet(model, param.device)
+    net = stages if stages is not None else TileNet(model, param.device)
     memory_format = torch_backend.conv_memory_format(param.device)
     # A fresh copy with canonical strides: oneDNN picks its algorithm (and so its rounding) by the strides,
     # even those of size-1 dims, and a tile must come out the same whatever array it was cut from.
@@ -201,10 +202,9 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
                 out[..., t.y0:t.y1, t.x0:t.x1] = p.data
         return out, stats
 
-    def block(resblock, stats: StatsAccumulator, block_signals) -> Stage:
-        s_mean, s_std, w_sig, b_sig = block_signals
-        affine = torch_backend.featmod_affine(*stats.result(), s_mean, s_std, alpha)
-        return Stage(lambda p: resblock(p, affine, (w_sig, b_sig)), BLOCK_HALO, 1)
+    def block(index: int, stats: StatsAccumulator, block_signals) -> Stage:
+        x_mean, x_std = stats.result()
+        return Stage(lambda p: net.decoder_block(index, p, x_mean, x_std, block_signals, alpha), BLOCK_HALO, 1)
 
     def from_map(m: torch.Tensor):
         return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid
@@ -213,12 +213,12 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
     # Pass 1: the encoder; c1 kept unless the plan recomputes it.
     c1, stats1 = run_keeping([encoder], image, plan.maps >= 1)
     before1, source = ([], from_map(c1)) if c1 is not None else ([encoder], image)
-    block1 = block(net.block1, stats1, signals1)
+    block1 = block(1, stats1, signals1)
     # Pass 2: the first block; x2 kept when the plan allows.
     x2, stats2 = run_keeping(before1 + [block1], source, plan.maps >= 2)
     del c1
     before2, source = ([], from_map(x2)) if x2 is not None else (before1 + [block1], source)
-    block2 = block(net.block2, stats2, signals2)
+    block2 = block(2, stats2, signals2)
     # Pass 3: the second block and the tail, out band by band.
     band = None
     for t, p in run_tiles(before2 + [block2, Stage(net.tail, TAIL_HALO, 4)], *source, grid, plan.tile, progress):
@@ -230,15 +230,15 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
             band = None
 
 
-def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan) -> torch.Tensor:
-    """The torch backend's ``stylize`` on a tensor, streamed as ``plan`` says."""
+def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan, stages=None) -> torch.Tensor:
+    """A backend's ``stylize`` on a tensor, streamed as ``plan`` says through its ``stages``."""
     n, _, h, w = content.shape
     out = content.new_empty(n, 3, 4 * math.ceil(h / 4), 4 * math.ceil(w / 4))
 
     def read(y0, y1, x0, x1):
         return content[..., y0:y1, x0:x1]
 
-    for y0, band in stream(model, read, (h, w), n, signals, alpha, plan):
+    for y0, band in stream(model, read, (h, w), n, signals, alpha, plan, stages):
         out[..., y0:y0 + band.shape[-2], :] = band
     return out
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .reference import ConvLayer, ResidualLayer
+from .torch_backend import featmod_affine
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,12 @@ class TileNet:
         for block in self.encoder_blocks:
             p = block(p)
         return p
+
+    def decoder_block(self, index: int, p: Patch, x_mean, x_std, block_signals, alpha) -> Patch:
+        """Decoder block ``index`` (1 or 2) with FeatMod from the input's statistics and the style's."""
+        s_mean, s_std, w, b = block_signals
+        affine = featmod_affine(x_mean, x_std, s_mean, s_std, alpha)
+        return (self.block1 if index == 1 else self.block2)(p, affine, (w, b))
 
     def tail(self, p: Patch) -> Patch:
         for layer in self.tail_half + self.tail_full:

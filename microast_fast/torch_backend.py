@@ -69,3 +69,10 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
         a, shift = featmod_affine(*instance_stats(x), s_mean, s_std, alpha)
         x = filtermod_resblock(block, x, a, shift, w, b)
     return decoder.dec3(x).contiguous()
+
+
+def tile_stages(model):
+    """The tiled executor's stages for this backend (``streaming.stream``)."""
+    from .tile_layers import TileNet  # imported here: tile_layers builds on this module
+
+    return TileNet(model, model.decoder.dec1.conv1.conv_layer.weight.device)

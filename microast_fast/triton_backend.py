@@ -21,6 +21,7 @@ from .kernels.encoder_head import encoder_head, pack_encoder_head
 from .kernels.filtermod_resblock import filtermod_resblock, pack_conv3x3_weight
 from .kernels.modulator_pool import modulator_pool, pack_modulator_pair
 from .signals import StyleSignals
+from .tile_layers import Patch
 
 CHANNELS = 64
 
@@ -123,3 +124,46 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
             per_channel(w), per_channel(b), with_stats,
         )
     return decoder_tail(x, *packed["tail"])
+
+
+class TileStages:
+    """The kernels as stages of the tiled executor (``streaming.stream``), on patches of NCHW-shaped
+    views of NHWC maps. Each kernel reflects at its own input's edge: on a tile side that is the image
+    border that is the model's padding, elsewhere the executor's halo (each stage's receptive field)
+    keeps the wrong values out of the tile's own pixels."""
+
+    def __init__(self, model):
+        self.packed = _packed(model)
+
+    @staticmethod
+    def _nhwc(p: Patch) -> torch.Tensor:
+        return p.data.permute(0, 2, 3, 1).contiguous()
+
+    @staticmethod
+    def _patch(nhwc: torch.Tensor, p: Patch, scale) -> Patch:
+        def level(n: int) -> int:
+            return n * scale if scale >= 1 else -(-n // round(1 / scale))
+        return Patch(nhwc.permute(0, 3, 1, 2), level(p.y), level(p.x), level(p.height), level(p.width))
+
+    def encode(self, p: Patch) -> Patch:
+        _check_dtype(p.data)
+        _, f1, _, _ = _encode(self.packed["content"], p.data, stats_f0=False)
+        return self._patch(f1, p, 0.25)
+
+    def decoder_block(self, index: int, p: Patch, x_mean, x_std, block_signals, alpha) -> Patch:
+        s_mean, s_std, w, b = (t.reshape(t.shape[0], CHANNELS).contiguous() for t in block_signals)
+        n = p.data.shape[0]
+        alpha = (alpha.to(p.data.device, torch.float32).reshape(-1).contiguous() if torch.is_tensor(alpha)
+                 else torch.full((1,), float(alpha), device=p.data.device, dtype=torch.float32))
+        out, _, _ = filtermod_resblock(self._nhwc(p), *self.packed[f"dec{index}"], x_mean.reshape(n, CHANNELS),
+                                       x_std.reshape(n, CHANNELS), s_mean, s_std, alpha, w, b, False)
+        return self._patch(out, p, 1)
+
+    def tail(self, p: Patch) -> Patch:
+        out = decoder_tail(self._nhwc(p), *self.packed["tail"])
+        return Patch(out, 4 * p.y, 4 * p.x, 4 * p.height, 4 * p.width)
+
+
+def tile_stages(model) -> TileStages:
+    """The tiled executor's stages for this backend (``streaming.stream``)."""
+    return TileStages(model)

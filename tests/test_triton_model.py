@@ -126,6 +126,12 @@ def test_batch_with_distinct_styles_and_alphas(fast, ref, ref64):
     assert (out[0] - swapped[0]).abs().max() > 1e-2  # each sample is styled by its own style
 
 
+def test_streaming_in_tiles(ref, ref64):
+    """The tiled executor with the Triton kernels as its stages: tile borders inside every pass."""
+    tiled = MicroAST.from_pretrained(backend="triton", device=DEVICE, tile_size=4)
+    check(tiled, ref, ref64, images(8, 2, 26, 30), images(9, 1, 12, 10), [0.9, 0.4], "tiles of 4")
+
+
 def test_style_broadcast(fast, ref, ref64):
     check(fast, ref, ref64, images(5, 3, 9, 7), images(6, 1, 8, 10), 0.6, "style broadcast")
 
