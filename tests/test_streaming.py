@@ -108,3 +108,9 @@ def test_cpu_inference_streams_by_default_and_tile_size_0_turns_it_off(monkeypat
     torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-4)
     MicroAST.from_pretrained(backend="torch").requires_grad_(True)(content, style)  # autograd: whole image
     assert calls == [4]
+
+
+def test_explicit_streaming_under_autograd_is_refused():
+    model = MicroAST.from_pretrained(backend="torch", tile_size=4).requires_grad_(True)
+    with pytest.raises(ValueError, match="inference only"):
+        model(torch.rand(1, 3, 40, 36), torch.rand(1, 3, 16, 16))
