@@ -1,11 +1,50 @@
 """Build of microast-fast.
 
-The Triton kernels in ``kernels/`` ship inside the package as ``microast_fast.kernels``. torch is a
-run-time dependency only: nothing here imports it, so a plain ``pip install .`` never makes pip fetch
-a (CUDA) torch into an isolated build environment.
+The Triton kernels in ``kernels/`` ship inside the package as ``microast_fast.kernels``. The CUDA
+extension ``microast_fast._C`` (``csrc/``) is built only where it can be: torch is a run-time
+dependency, never a build requirement, so a plain ``pip install .`` never makes pip fetch a (CUDA)
+torch into an isolated build environment; there torch is absent and the extension is skipped.
+
+``MICROAST_FAST_CUDA``: unset builds the extension when the installed torch has CUDA and nvcc is found
+(``pip install --no-build-isolation .``); ``0`` never builds it; ``1`` must build it and fails loudly
+otherwise. Architectures come from ``TORCH_CUDA_ARCH_LIST`` (default "8.0;9.0"); ninja honours
+``MAX_JOBS``.
 """
 
+import os
+
 from setuptools import setup
+
+CUDA_SOURCES = ["csrc/binding.cpp", "csrc/instance_stats.cu", "csrc/resblock.cu"]
+
+
+def cuda_build() -> dict:
+    mode = os.environ.get("MICROAST_FAST_CUDA", "")
+    if mode == "0":
+        return {}
+
+    def skip(reason: str) -> dict:
+        if mode == "1":
+            raise SystemExit(f"MICROAST_FAST_CUDA=1 but the CUDA extension cannot be built: {reason}")
+        return {}
+
+    try:
+        import torch  # only here: deciding whether to build the extension
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CUDAExtension
+    except ImportError:
+        return skip("torch is not importable in the build environment (install torch first and pass "
+                    "--no-build-isolation to pip)")
+    if torch.version.cuda is None:
+        return skip(f"the installed torch {torch.__version__} has no CUDA")
+    if CUDA_HOME is None:
+        return skip("nvcc / the CUDA toolkit was not found (set CUDA_HOME)")
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    extension = CUDAExtension(
+        "microast_fast._C", CUDA_SOURCES,
+        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
+    )
+    return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
+
 
 setup(
     name="microast-fast",
@@ -25,4 +64,5 @@ setup(
         "bench": ["pytest-benchmark", "matplotlib"],
     },
     entry_points={"console_scripts": ["microast-fast = microast_fast.cli:main"]},
+    **cuda_build(),
 )

@@ -17,9 +17,9 @@ BACKENDS = ("torch", "triton", "cuda")
 BACKEND_CHOICES = ("auto",) + BACKENDS
 
 # Preference of "auto" on a CUDA device, fastest first; on a CPU only "torch" applies. The Triton
-# kernels are checked in Triton's interpreter and compile for sm_80/sm_90, but have not yet run on a
-# GPU: until a GPU run has checked them against the reference and measured them faster, "auto" does
-# not pick them (ask for backend="triton" explicitly).
+# kernels (checked in Triton's interpreter) and the CUDA kernels (compiled for sm_80/sm_90 only) have
+# not yet run on a GPU: until a GPU run has checked them against the reference and measured them
+# faster, "auto" picks neither (ask for backend="triton" or "cuda" explicitly).
 _AUTO_ORDER_CUDA = ("torch",)
 
 
@@ -41,7 +41,11 @@ def unavailable_reason(name: str, device: torch.device) -> str | None:
     if name == "triton":
         return _triton_unavailable_reason(device)
     if name == "cuda":
-        return "the CUDA extension (microast_fast._C) is not part of this release yet; use backend='torch'"
+        if device.type != "cuda":
+            return f"the CUDA kernels run on CUDA devices, not on {device.type}"
+        from .cuda_ext import unavailable_reason as extension_unavailable_reason
+
+        return extension_unavailable_reason()
     raise AssertionError(name)
 
 

@@ -1,0 +1,45 @@
+// The C interface of the CUDA kernels: raw pointers, sizes and a stream, no torch headers, so that
+// every kernel translation unit compiles with plain nvcc on a machine without a CUDA build of torch
+// (csrc/check.sh). The binding (binding.cpp) turns tensors into these arguments.
+//
+// Maps are NHWC with C = 64, in the model's dtype (MICROAST_F32 / F16 / BF16); every accumulation and
+// statistic is fp32. Each function returns the launch's cudaError_t.
+#pragma once
+
+#include <cuda_runtime.h>
+
+enum MicroastDtype { MICROAST_F32 = 0, MICROAST_F16 = 1, MICROAST_BF16 = 2 };
+
+constexpr int MICROAST_CHANNELS = 64;
+
+// Per-(n, c) mean and sqrt(unbiased variance + eps) of x [n, pixels, 64]: per-chunk Welford partials,
+// merged exactly (Chan et al.). ``partials`` is scratch of microast_stats_partials_size(n, pixels) floats.
+size_t microast_stats_partials_size(int n, long long pixels);
+cudaError_t microast_instance_stats(MicroastDtype dtype, const void* x, int n, long long pixels, float eps,
+                                    float* partials, float* mean, float* std, cudaStream_t stream);
+
+// FeatMod + alpha as the affine a * x + b per (n, c), FilterMod signals (w, b) per (n, c): all fp32.
+// ``*_batch`` is 1 (broadcast over n) or n. A null x_mean turns FeatMod off, a null filt_w FilterMod.
+struct MicroastModulation {
+  const float* x_mean;   // [n, 64]
+  const float* x_std;    // [n, 64]
+  const float* s_mean;   // [style_batch, 64]
+  const float* s_std;    // [style_batch, 64]
+  int style_batch;
+  const float* alpha;    // [alpha_batch]
+  int alpha_batch;
+  const float* filt_w;   // [filt_batch, 64]
+  const float* filt_b;   // [filt_batch, 64]
+  int filt_batch;
+};
+
+// One residual block (ResidualLayer, plain or FeatMod + FilterMod) on x [n, h, w, 64]:
+//   x' = a * x + b (FeatMod, applied on load: it commutes with reflection padding)
+//   y3 = relu(w * conv1(x') + b_f * x')      -> scratch [n, h, w, 64]
+//   out = x' + w * conv2(y3) + b_f * y3
+// (without FilterMod: y3 = relu(conv1(x')), out = x' + conv2(y3)). Convolutions are 3x3 with reflection
+// padding by index; weights are packed [9 taps][64 in][64 out] fp32, biases [64] fp32. Exact fp32
+// arithmetic (no tensor cores) in every dtype.
+cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1,
+                              const float* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
+                              void* scratch, void* out, cudaStream_t stream);

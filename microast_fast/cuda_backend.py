@@ -1,0 +1,83 @@
+"""The "cuda" backend: the CUDA C++ kernels of ``csrc/`` (extension ``microast_fast._C``).
+
+This release has two of the planned kernels: instance statistics and the fused FeatMod/FilterMod
+residual block (exact fp32 arithmetic, fp32/fp16/bf16 maps). The encoder head and the decoder tail,
+not yet written in CUDA, run as PyTorch ops (cuDNN) around them, and the style path is the torch
+backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) but have **not run on a GPU
+yet**: "auto" never picks this backend.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import cuda_ext, torch_backend
+from .dispatch import BackendUnavailableError
+from .signals import StyleSignals
+
+CHANNELS = 64
+_FAKES_REGISTERED = False
+
+
+def _ops():
+    """The extension's ops, with fake implementations so that torch.compile can trace them."""
+    global _FAKES_REGISTERED
+    cuda_ext.load()
+    if not _FAKES_REGISTERED:
+        @torch.library.register_fake("microast::cuda_instance_stats")
+        def _(x):
+            return x.new_empty(x.shape[0], CHANNELS, dtype=torch.float32), x.new_empty(x.shape[0], CHANNELS, dtype=torch.float32)
+
+        @torch.library.register_fake("microast::cuda_resblock")
+        def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b):
+            return torch.empty_like(x)
+
+        _FAKES_REGISTERED = True
+    return torch.ops.microast
+
+
+def pack_conv3x3(conv) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ConvLayer`` 64->64 3x3 -> weight ``[9 taps, 64 in, 64 out]`` and bias, fp32."""
+    w = conv.conv_layer.weight
+    return w.permute(2, 3, 1, 0).reshape(9, w.shape[1], w.shape[0]).float().contiguous(), conv.conv_layer.bias.float()
+
+
+def _resblock(ops, block, x, featmod=None, filtermod=None) -> torch.Tensor:
+    w1, b1 = pack_conv3x3(block.conv1)
+    w2, b2 = pack_conv3x3(block.conv2)
+    fm = featmod if featmod is not None else (None,) * 5
+    flt = filtermod if filtermod is not None else (None, None)
+    return ops.cuda_resblock(x, w1, b1, w2, b2, *fm, *flt)
+
+
+def encode_style(model, style: torch.Tensor) -> StyleSignals:
+    return torch_backend.encode_style(model, style)
+
+
+def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
+    ops = _ops()
+    encoder = model.content_encoder
+    head = encoder.enc1[:10](content)  # 9x9 conv ... 1x1 + ReLU: PyTorch ops until the CUDA encoder head exists
+    x = head.permute(0, 2, 3, 1).contiguous()  # NHWC
+    x = _resblock(ops, encoder.enc1[10], x)
+    x = _resblock(ops, encoder.enc2[0], x)
+    if torch.is_tensor(alpha):
+        alpha = alpha.to(device=content.device, dtype=torch.float32).reshape(-1).contiguous()
+    else:
+        alpha = torch.full((1,), float(alpha), device=content.device, dtype=torch.float32)
+
+    def per_channel(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], CHANNELS).float().contiguous()
+
+    for block, (s_mean, s_std, w, b) in zip((model.decoder.dec1, model.decoder.dec2), signals.per_block()):
+        mean, std = ops.cuda_instance_stats(x)
+        featmod = (mean, std, per_channel(s_mean), per_channel(s_std), alpha)
+        x = _resblock(ops, block, x, featmod, (per_channel(w), per_channel(b)))
+    return model.decoder.dec3(x.permute(0, 3, 1, 2)).contiguous()  # the tail: PyTorch ops for now
+
+
+def tile_stages(model):
+    raise BackendUnavailableError(
+        "tiled streaming (max_memory / tile_size) does not run on the 'cuda' backend yet; use backend='torch' "
+        "or 'triton' for streaming, or drop max_memory and tile_size"
+    )

@@ -1,0 +1,201 @@
+"""The CUDA extension: build switches and errors everywhere; the ops and the backend on a GPU.
+
+Without CUDA only the first group runs. The kernels compile for sm_80/sm_90 in CI (`csrc/check.sh`,
+run by `.ci/run`); the GPU tests below have not run yet (no GPU so far)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from microast_fast import MicroAST, MicroASTReference, dispatch
+from microast_fast.reference import calc_mean_std
+
+from reference_check import assert_fp32_matches, reference64
+
+ROOT = Path(__file__).resolve().parent.parent
+CUDA = torch.cuda.is_available()
+
+
+def gpu(test):
+    """Marked ``gpu`` (benchmarks/gpu_run.sh runs ``-m gpu``) and skipped without CUDA."""
+    return pytest.mark.gpu(pytest.mark.skipif(not CUDA, reason="needs a CUDA device")(test))
+
+
+# --- everywhere -----------------------------------------------------------------------------------
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
+def test_backend_cuda_says_what_is_missing():
+    with pytest.raises(dispatch.BackendUnavailableError, match="run on CUDA devices, not on cpu"):
+        MicroAST.from_pretrained(backend="cuda")
+    from microast_fast.cuda_ext import unavailable_reason
+    assert "no working CUDA" in unavailable_reason()
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="checks the CPU-only build")
+def test_forced_cuda_build_fails_loudly_without_cuda_torch():
+    env = dict(os.environ, MICROAST_FAST_CUDA="1")
+    result = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "has no CUDA" in result.stderr + result.stdout
+    plain = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, capture_output=True, text=True)
+    assert plain.returncode == 0 and plain.stdout.strip().endswith("microast-fast")
+
+
+class EmulatedOps:
+    """The ops' contract (microast_kernels.h) in PyTorch, on NHWC maps with packed weights."""
+
+    @staticmethod
+    def cuda_instance_stats(x):
+        mean, std = calc_mean_std(x.permute(0, 3, 1, 2))
+        return mean.flatten(1), std.flatten(1)
+
+    @staticmethod
+    def cuda_resblock(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b):
+        import torch.nn.functional as F
+
+        def conv(t, packed, bias):  # packed [tap = 3 * dy + dx, in, out]
+            weight = packed.reshape(3, 3, 64, 64).permute(3, 2, 0, 1)
+            return F.conv2d(F.pad(t, (1, 1, 1, 1), mode="reflect"), weight, bias)
+
+        def col(t):
+            return t.reshape(t.shape[0], 64, 1, 1)
+
+        x = x.permute(0, 3, 1, 2)
+        if x_mean is not None:
+            ratio, a = col(s_std) / col(x_std), alpha.reshape(-1, 1, 1, 1)
+            x = (a * ratio + 1 - a) * x + a * (col(s_mean) - col(x_mean) * ratio)
+        w, b = (col(filt_w), col(filt_b)) if filt_w is not None else (1.0, 0.0)
+        y3 = (w * conv(x, w1, b1) + b * x).relu()
+        return (x + w * conv(y3, w2, b2) + b * y3).permute(0, 2, 3, 1).contiguous()
+
+
+def test_backend_glue_with_emulated_ops(monkeypatch):
+    """cuda_backend.stylize (head, NHWC maps, packed weights, per-sample signals, tail) with the ops
+    replaced by their contract in PyTorch: the Python side is right before any GPU runs the kernels."""
+    from microast_fast import cuda_backend
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: EmulatedOps)
+    ref = MicroASTReference.from_pretrained()
+    model = MicroAST.from_pretrained(backend="torch")
+    g = torch.Generator().manual_seed(11)
+    content, style = torch.rand(2, 3, 37, 29, generator=g), torch.rand(2, 3, 24, 20, generator=g)
+    with torch.inference_mode():
+        out = cuda_backend.stylize(model, content, cuda_backend.encode_style(model, style), torch.tensor([[[[0.9]]], [[[0.4]]]]))
+        expected = torch.cat([ref(content[i:i + 1], style[i:i + 1], a) for i, a in enumerate((0.9, 0.4))])
+        exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style[i:i + 1].double(), a)
+                           for i, a in enumerate((0.9, 0.4))])
+    assert_fp32_matches(out, expected, exact, "emulated cuda ops")
+
+
+# --- on a GPU -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ops():
+    from microast_fast import cuda_backend
+    return cuda_backend._ops()
+
+
+def nhwc(seed, n, h, w, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, h, w, 64, generator=g) * 2 + 0.5).to("cuda", dtype)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,h,w", [(2, 5, 7), (1, 270, 480), (1, 67, 1024)])
+def test_instance_stats_op(ops, dtype, n, h, w):
+    x = nhwc(h * w, n, h, w, dtype)
+    mean, std = ops.cuda_instance_stats(x)
+    ref_mean, ref_std = calc_mean_std(x.double().permute(0, 3, 1, 2))
+    torch.testing.assert_close(mean.double(), ref_mean.view(n, 64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(std.double(), ref_std.view(n, 64), rtol=1e-5, atol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("n,h,w", [(2, 2, 2), (2, 9, 13), (1, 135, 240)])
+def test_resblock_op_matches_torch(ops, modulated, n, h, w):
+    from microast_fast import cuda_backend, torch_backend
+    model = MicroAST.from_pretrained(backend="torch", device="cuda")
+    block = model.decoder.dec1
+    x = nhwc(n * h + w, n, h, w)
+    g = torch.Generator().manual_seed(3)
+    if modulated:
+        s_mean, s_std = torch.randn(n, 64, 1, 1, generator=g).cuda(), torch.rand(n, 64, 1, 1, generator=g).cuda() + 0.5
+        fw, fb = torch.randn(n, 64, 1, 1, generator=g).cuda(), torch.randn(n, 64, 1, 1, generator=g).cuda()
+        alpha = torch.tensor([0.7, 0.2][:n], device="cuda")
+        mean, std = torch_backend.instance_stats(x.permute(0, 3, 1, 2))
+        a, b = torch_backend.featmod_affine(mean, std, s_mean, s_std, alpha.view(-1, 1, 1, 1))
+        with torch.no_grad():
+            expected = torch_backend.filtermod_resblock(block, x.permute(0, 3, 1, 2), a, b, fw, fb)
+        flat = lambda t: t.reshape(n, 64).contiguous()  # noqa: E731
+        got = cuda_backend._resblock(ops, block, x, (flat(mean), flat(std), flat(s_mean), flat(s_std), alpha),
+                                     (flat(fw), flat(fb)))
+    else:
+        with torch.no_grad():
+            expected = block(x.permute(0, 3, 1, 2))
+        got = cuda_backend._resblock(ops, block, x)
+    torch.testing.assert_close(got.permute(0, 3, 1, 2), expected, rtol=0, atol=1e-4)
+
+
+@gpu
+def test_opcheck(ops):
+    from microast_fast import cuda_backend
+    x = nhwc(1, 2, 6, 5)
+    torch.library.opcheck(torch.ops.microast.cuda_instance_stats, (x,))
+    model = MicroAST.from_pretrained(backend="torch", device="cuda")
+    w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1)
+    w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2)
+    torch.library.opcheck(torch.ops.microast.cuda_resblock, (x, w1, b1, w2, b2) + (None,) * 7)
+
+
+@gpu
+@pytest.mark.parametrize("h,w", [(1080, 1920), (2160, 4096), (37, 53)])
+def test_model_fp32_matches_reference(h, w):
+    ref = MicroASTReference.from_pretrained().cuda()
+    fast = MicroAST.from_pretrained(backend="cuda", device="cuda")
+    g = torch.Generator().manual_seed(h)
+    content, style = torch.rand(1, 3, h, w, generator=g).cuda(), torch.rand(1, 3, 256, 256, generator=g).cuda()
+    with torch.inference_mode():
+        out, expected = fast(content, style, 0.8), ref(content, style, 0.8)
+        exact = reference64(ref)(content.double(), style.double(), 0.8)
+    assert_fp32_matches(out, expected, exact, f"cuda {h}x{w}")
+
+
+@gpu
+def test_batch_with_distinct_styles_and_alphas():
+    ref = MicroASTReference.from_pretrained().cuda()
+    fast = MicroAST.from_pretrained(backend="cuda", device="cuda")
+    g = torch.Generator().manual_seed(5)
+    content, style = torch.rand(2, 3, 61, 47, generator=g).cuda(), torch.rand(2, 3, 40, 40, generator=g).cuda()
+    with torch.inference_mode():
+        out = fast(content, style, torch.tensor([0.9, 0.3], device="cuda"))
+        expected = torch.cat([ref(content[i:i + 1], style[i:i + 1], a) for i, a in enumerate((0.9, 0.3))])
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("dtype,min_psnr", [(torch.float16, 45.0), (torch.bfloat16, 38.0)])
+def test_half_precision_quality(dtype, min_psnr):
+    from microast_fast.cli import asset_path
+    from microast_fast.images import load_image, to_uint8
+    content = load_image(asset_path("chelsea.png")).cuda()
+    style = load_image(asset_path("hubble_deep_field.jpg"), 512).cuda()
+    with torch.inference_mode():
+        full = to_uint8(MicroASTReference.from_pretrained().cuda()(content, style)[0]).astype(float)
+        half = MicroAST.from_pretrained(backend="cuda", device="cuda", dtype=dtype)
+        low = to_uint8(half(content.to(dtype), style.to(dtype))[0]).astype(float)
+    psnr = 10 * torch.log10(torch.tensor(255.0 ** 2 / ((full - low) ** 2).mean())).item()
+    assert psnr >= min_psnr, f"{dtype}: {psnr:.1f} dB"
+
+
+@gpu
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="needs compute-sanitizer")
+def test_compute_sanitizer_clean():
+    script = ("import torch; from microast_fast import MicroAST; m = MicroAST.from_pretrained(backend='cuda', "
+              "device='cuda'); c = torch.rand(2, 3, 29, 35, device='cuda'); "
+              "torch.cuda.synchronize(); m(c, torch.rand(1, 3, 16, 16, device='cuda')); torch.cuda.synchronize()")
+    result = subprocess.run(["compute-sanitizer", "--error-exitcode", "1", sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
