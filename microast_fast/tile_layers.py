@@ -227,6 +227,13 @@ class TileNet:
             self.tail_full = [upsample2, TileConv(d3[6], relu=True), TileConv(d3[8], relu=True), TileConv(d3[10])]
 
     def encode(self, p: Patch) -> Patch:
+        # Both stride-2 windows must start on odd rows/columns. An interior image patch starts on a
+        # multiple of 4; one image row/column less (inside the halo's slack) makes both start right,
+        # where TileConv would otherwise cut a row of the 16-channel full-res map: a copy of it per tile.
+        if p.y > 0 and p.y % 2 == 0:
+            p = p.crop(p.y + 1, p.y1, p.x, p.x1)
+        if p.x > 0 and p.x % 2 == 0:
+            p = p.crop(p.y, p.y1, p.x + 1, p.x1)
         for layer in self.head:
             p = layer(p)
         for block in self.encoder_blocks:
