@@ -9,12 +9,13 @@ that is the whole map every side is a border, and a layer computes exactly what 
 
 ``TileNet`` holds the weights of the content path in the form that runs fastest on the device. On
 the CPU (oneDNN, channels-last, measured on 2 cores at tile size):
-- grouped convolutions with 2 input channels per group run as dense convolutions with a
-  block-diagonal weight: 3x faster for the full-resolution 32->16 of the tail, 1.2-1.5x for the
-  half-resolution ones, in spite of 16x the FLOPs (oneDNN has no fast kernel for 2 channels a group);
-- the final 9x9 16->3 runs as a 1x9 16->27 (one output per kernel row) and a 9x1 27->3 that sums
-  the rows: 1.3x faster, since oneDNN is slow at 3 output channels.
-Both change only the summation order.
+- the tail's grouped convolutions (2 input channels a group) and the encoder's stride-2 16->32 run as
+  dense convolutions with a block-diagonal weight: 3x faster for the tail's full-resolution 32->16,
+  1.2-1.5x for the others, in spite of 16x the FLOPs (oneDNN has no fast kernel for such groups);
+- each bilinear x2 + grouped 3x3 of the tail runs as one convolution on the low-resolution map
+  (``UpsampleConv``), and the final 9x9 16->3 as a 1x9 16->27 (one output per kernel row) and a 9x1
+  27->3 that sums the rows: 1.3x faster, since oneDNN is slow at 3 output channels.
+These change only the summation order.
 """
 
 from __future__ import annotations
