@@ -57,15 +57,16 @@ _TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)
 _MIN_TILE = 16
 
 # Default tile of CPU inference, in quarter-res pixels (384 image pixels): the working set stays in
-# cache. Measured at 4096x2160 fp32 on 2 cores: tile 24 23.6 s, 48 13.7 s, 96 12.5 s, 192 12.9 s;
-# whole-image 21.4 s.
+# cache. Measured at 4096x2160 fp32 on 2 cores (three runs each, this machine's noise is large):
+# tile 64 10.6-12.2 s, 96 7.2-8.6 s, 128 7.1-10.2 s (and 128 holds 110 MiB more).
 CPU_TILE = 96
 
 
 # glibc's malloc returns blocks over its mmap threshold (at most 32 MB) and heap tops over its trim
 # threshold to the kernel on free, so each tile's 10-40 MB maps were faulted in and zeroed afresh by
-# the kernel, tile after tile: 2 s of 11.5 s at 4096x2160. Raising both keeps those pages in the
-# process (peak RSS 752 -> 801 MiB) for 1.25x. MICROAST_FAST_MALLOPT=0 leaves the allocator alone.
+# the kernel, tile after tile. Raising both keeps those pages in the process: at 4096x2160, 3.3x fewer
+# page faults, system time 1.1 -> 0.3 s, peak RSS about +40 MiB; wall-clock gains of 4-25% in runs on
+# this noisy machine. MICROAST_FAST_MALLOPT=0 leaves the allocator alone.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _malloc_tuned = False
 
