@@ -18,6 +18,7 @@ from . import dispatch, streaming
 from .dispatch import BACKEND_CHOICES
 from .images import (IMAGE_SUFFIXES, STREAMED_SUFFIXES, image_size, load_image, pixels_to_tensor, read_pixels,
                      save_bands_atomic, save_image_atomic, to_uint8)
+from .validation import check_size
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -126,6 +127,7 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
     from tqdm import tqdm
 
     h, w = pixels.shape[:2]
+    check_size("content", h, w)
     param = model.decoder.dec1.conv1.conv_layer.weight
 
     def read(y0, y1, x0, x1):

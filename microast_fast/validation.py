@@ -26,11 +26,7 @@ def check_image(name: str, x) -> None:
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
-    if x.shape[2] < MIN_SIDE or x.shape[3] < MIN_SIDE:
-        raise ValueError(
-            f"{name} is {x.shape[2]}x{x.shape[3]}; MicroAST needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
-            "(its 9x9 reflection padding). Upscale the image first."
-        )
+    check_size(name, x.shape[2], x.shape[3])
     if not x.is_floating_point():
         raise TypeError(
             f"{name} has dtype {x.dtype}; MicroAST takes floating-point images with values in [0, 1]. "
@@ -82,3 +78,11 @@ def normalize_alpha(alpha, n: int, device: torch.device):
         raise ValueError(f"every alpha must be in [0, 1] (no NaN), got {values.tolist()}")
     dtype = torch.float64 if alpha.dtype == torch.float64 else torch.float32
     return alpha.to(device=device, dtype=dtype).reshape(-1, 1, 1, 1)
+
+
+def check_size(name: str, h: int, w: int) -> None:
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(
+            f"{name} is {h}x{w}; MicroAST needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
+            "(its 9x9 reflection padding). Upscale the image first."
+        )
