@@ -114,3 +114,19 @@ def test_explicit_streaming_under_autograd_is_refused():
     model = MicroAST.from_pretrained(backend="torch", tile_size=4).requires_grad_(True)
     with pytest.raises(ValueError, match="inference only"):
         model(torch.rand(1, 3, 40, 36), torch.rand(1, 3, 16, 16))
+
+
+def test_generic_layer_forms_match_whole_image(ref):
+    """The tile layers as they run off the CPU (published grouped convolutions, bilinear upsampling,
+    plain 9x9), checked here on the CPU: streaming on a GPU rests on them."""
+    from microast_fast.tile_layers import TileNet
+
+    g = torch.Generator().manual_seed(4)
+    content, style = torch.rand(2, 3, 53, 46, generator=g), torch.rand(2, 3, 30, 33, generator=g)
+    model = MicroAST.from_pretrained(backend="torch")
+    stages = TileNet(model, torch.device("cuda"))  # only the device type matters; nothing runs on CUDA
+    assert not any(getattr(layer, "row_split", None) for layer in stages.tail_full)
+    with torch.no_grad():
+        out = streaming.stylize(model, content, model.encode_style(style), 0.7, Plan(3), stages)
+        assert_fp32_matches(out, ref(content, style, 0.7), reference64(ref)(content.double(), style.double(), 0.7),
+                            "generic tile layers")
