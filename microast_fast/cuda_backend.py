@@ -3,8 +3,9 @@
 This release has two of the planned kernels: instance statistics and the fused FeatMod/FilterMod
 residual block (exact fp32 arithmetic, fp32/fp16/bf16 maps). The encoder head and the decoder tail,
 not yet written in CUDA, run as PyTorch ops (cuDNN) around them, and the style path is the torch
-backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) but have **not run on a GPU
-yet**: "auto" never picks this backend.
+backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
+the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
+backend.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The CUDA extension: build switches and errors everywhere; the ops and the backend on a GPU.
+"""The CUDA extension: build switches and errors, and the kernels' bodies run on the host (with nvcc),
+everywhere; the ops and the backend on a GPU.
 
-Without CUDA only the first group runs. The kernels compile for sm_80/sm_90 in CI (`csrc/check.sh`,
-run by `.ci/run`); the GPU tests below have not run yet (no GPU so far)."""
+The kernels compile for sm_80/sm_90 in CI (`csrc/check.sh`, run by `.ci/run`), and their (block,
+thread) bodies run thread by thread on the host here (`csrc/host_emulation.cpp`); the GPU tests below
+have not run yet (no GPU so far)."""
 
 import os
 import shutil
@@ -87,6 +89,82 @@ def test_backend_glue_with_emulated_ops(monkeypatch):
         exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style[i:i + 1].double(), a)
                            for i, a in enumerate((0.9, 0.4))])
     assert_fp32_matches(out, expected, exact, "emulated cuda ops")
+
+
+# --- the kernel bodies, run on the host ----------------------------------------------------------
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+@pytest.fixture(scope="module")
+def emulation(tmp_path_factory):
+    """csrc/host_emulation.cpp: the kernels' (block, thread) bodies run thread by thread on the host."""
+    import ctypes
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("needs nvcc (the CUDA toolkit) to build the host emulation of the kernels")
+    lib = tmp_path_factory.mktemp("emulation") / "libmicroast_emulation.so"
+    subprocess.run([nvcc, "-x", "cu", "-std=c++17", "-O2", "-Xcompiler", "-fPIC", "-shared",
+                    str(ROOT / "csrc" / "host_emulation.cpp"), "-o", str(lib)], check=True, capture_output=True)
+    return ctypes.CDLL(str(lib))
+
+
+def ptr(t):
+    import ctypes
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,h,w", [(2, 5, 7), (1, 67, 130)])  # 8,710 pixels: three chunks to merge
+def test_emulated_instance_stats(emulation, dtype, n, h, w):
+    import ctypes
+
+    x = (torch.randn(n, h, w, 64, generator=torch.Generator().manual_seed(h)) * 3 + 1).to(dtype)
+    mean, std = torch.empty(n, 64), torch.empty(n, 64)
+    assert emulation.microast_emulate_stats(DTYPE_CODES[dtype], ptr(x), n, ctypes.c_longlong(h * w),
+                                            ctypes.c_float(1e-5), ptr(mean), ptr(std)) == 0
+    ref_mean, ref_std = calc_mean_std(x.double().permute(0, 3, 1, 2))
+    torch.testing.assert_close(mean.double(), ref_mean.view(n, 64), rtol=0, atol=2e-6)
+    torch.testing.assert_close(std.double(), ref_std.view(n, 64), rtol=2e-6, atol=0)
+
+
+# Measured max abs error (outputs up to 13): fp32 3.8e-6, fp16 5.5e-3, bf16 4.6e-2.
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 8e-2)])
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("n,h,w", [(1, 2, 2), (2, 9, 13), (2, 19, 23)])
+def test_emulated_resblock_matches_torch(emulation, dtype, atol, modulated, n, h, w):
+    """The block kernel's body against the torch backend's block (fp32 throughout); half-precision maps
+    differ by the rounding of the stored input, intermediate and output (outputs reach about 30)."""
+    from microast_fast import cuda_backend, torch_backend
+
+    model = MicroAST.from_pretrained(backend="torch")
+    block = model.decoder.dec1
+    g = torch.Generator().manual_seed(n * h * w)
+    x = torch.randn(n, h, w, 64, generator=g) * 2 + 0.5
+    w1, b1 = cuda_backend.pack_conv3x3(block.conv1)
+    w2, b2 = cuda_backend.pack_conv3x3(block.conv2)
+    args = [None] * 4 + [1, None, 1, None, None, 1]
+    with torch.no_grad():
+        if modulated:
+            s_mean, s_std = torch.randn(n, 64, generator=g), torch.rand(n, 64, generator=g) + 0.5
+            fw, fb = torch.randn(1, 64, generator=g) * 0.5 + 1, torch.randn(1, 64, generator=g) * 0.2  # broadcast
+            alpha = torch.tensor([0.7, 0.2][:n])
+            mean, std = torch_backend.instance_stats(x.permute(0, 3, 1, 2))
+            a, b = torch_backend.featmod_affine(mean, std, s_mean.view(n, 64, 1, 1), s_std.view(n, 64, 1, 1),
+                                                alpha.view(-1, 1, 1, 1))
+            expected = torch_backend.filtermod_resblock(block, x.permute(0, 3, 1, 2), a, b, fw.view(1, 64, 1, 1),
+                                                        fb.view(1, 64, 1, 1))
+            args = [mean.reshape(n, 64).contiguous(), std.reshape(n, 64).contiguous(), s_mean, s_std, n, alpha, n,
+                    fw, fb, 1]
+        else:
+            expected = block(x.permute(0, 3, 1, 2))
+    xd = x.to(dtype)
+    scratch, out = torch.empty_like(xd), torch.empty_like(xd)
+    code = emulation.microast_emulate_resblock(
+        DTYPE_CODES[dtype], ptr(xd), ptr(w1), ptr(b1), ptr(w2), ptr(b2),
+        *[a if isinstance(a, int) else ptr(a) for a in args], n, h, w, ptr(scratch), ptr(out))
+    assert code == 0
+    torch.testing.assert_close(out.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
 
 # --- on a GPU -------------------------------------------------------------------------------------

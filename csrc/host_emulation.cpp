@@ -1,0 +1,78 @@
+// The kernel bodies run on the host: every (block, thread) in turn, phase by phase, with each barrier
+// of the device kernel a boundary between phases. This tests the kernels' indexing, reflection,
+// epilogues and arithmetic on a machine without a GPU (tests/test_cuda_ext.py builds it with
+// `nvcc -x cu -shared` and calls it through ctypes). It cannot find what only a device shows: races,
+// missing barriers, the memory model; the GPU tests are for those.
+#include <memory>
+#include <vector>
+
+#include "instance_stats_impl.cuh"
+#include "resblock_impl.cuh"
+
+namespace {
+
+template <typename T>
+void emulate_stats(const void* x, int n, long long pixels, float eps, float* mean, float* std) {
+  using namespace microast::stats;
+  const int chunks = static_cast<int>(chunk_count(pixels));
+  std::vector<float> partials(static_cast<size_t>(n) * chunks * 3 * MICROAST_CHANNELS);
+  auto s = std::make_unique<Shared>();
+  for (int b = 0; b < n; ++b) {
+    for (int chunk = 0; chunk < chunks; ++chunk) {
+      for (int lane = 0; lane < kLanes; ++lane)
+        for (int c = 0; c < MICROAST_CHANNELS; ++c) lane_partial(*s, c, lane, chunk, b, static_cast<const T*>(x), pixels);
+      for (int c = 0; c < MICROAST_CHANNELS; ++c) chunk_partial(*s, c, chunk, chunks, b, partials.data());
+    }
+  }
+  for (int b = 0; b < n; ++b)
+    for (int c = 0; c < MICROAST_CHANNELS; ++c) merge(c, b, partials.data(), chunks, eps, mean, std);
+}
+
+template <typename T, bool kSecond>
+void emulate_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+                  const MicroastModulation& mod, int n, int h, int w, T* out) {
+  using namespace microast::resblock;
+  auto s = std::make_unique<Shared>();
+  for (int b = 0; b < n; ++b) {
+    for (int block = 0; block < blocks(h, w); ++block) {
+      for (int t = 0; t < MICROAST_CHANNELS; ++t) load_signals(*s, t, b, mod);
+      for (int t = 0; t < kThreads; ++t) load_tile<T, kSecond>(*s, t, block, b, in, h, w);
+      for (int t = 0; t < kThreads; ++t) convolve<T, kSecond>(*s, t, block, b, block_input, weight, bias, h, w, out);
+    }
+  }
+}
+
+template <typename T>
+void emulate_resblock(const void* x, const float* w1, const float* b1, const float* w2, const float* b2,
+                      const MicroastModulation& mod, int n, int h, int w, void* scratch, void* out) {
+  emulate_conv<T, false>(static_cast<const T*>(x), nullptr, w1, b1, mod, n, h, w, static_cast<T*>(scratch));
+  emulate_conv<T, true>(static_cast<const T*>(scratch), static_cast<const T*>(x), w2, b2, mod, n, h, w,
+                        static_cast<T*>(out));
+}
+
+}  // namespace
+
+extern "C" int microast_emulate_stats(int dtype, const void* x, int n, long long pixels, float eps, float* mean,
+                                      float* std) {
+  switch (dtype) {
+    case MICROAST_F32: emulate_stats<float>(x, n, pixels, eps, mean, std); return 0;
+    case MICROAST_F16: emulate_stats<__half>(x, n, pixels, eps, mean, std); return 0;
+    case MICROAST_BF16: emulate_stats<__nv_bfloat16>(x, n, pixels, eps, mean, std); return 0;
+  }
+  return 1;
+}
+
+extern "C" int microast_emulate_resblock(int dtype, const void* x, const float* w1, const float* b1, const float* w2,
+                                         const float* b2, const float* x_mean, const float* x_std,
+                                         const float* s_mean, const float* s_std, int style_batch,
+                                         const float* alpha, int alpha_batch, const float* filt_w,
+                                         const float* filt_b, int filt_batch, int n, int h, int w, void* scratch,
+                                         void* out) {
+  const MicroastModulation mod{x_mean, x_std, s_mean, s_std, style_batch, alpha, alpha_batch, filt_w, filt_b, filt_batch};
+  switch (dtype) {
+    case MICROAST_F32: emulate_resblock<float>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
+    case MICROAST_F16: emulate_resblock<__half>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
+    case MICROAST_BF16: emulate_resblock<__nv_bfloat16>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
+  }
+  return 1;
+}
