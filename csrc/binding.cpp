@@ -37,6 +37,10 @@ const float* fp32(const std::optional<at::Tensor>& t, const char* name, const at
   return t->data_ptr<float>();
 }
 
+const float* fp32(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  return fp32(std::optional<at::Tensor>(t), name, like);
+}
+
 std::tuple<at::Tensor, at::Tensor> instance_stats(const at::Tensor& x) {
   check_map(x);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -79,17 +83,37 @@ at::Tensor resblock(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
   return out;
 }
 
+at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Tensor& bg1, const at::Tensor& w1,
+                        const at::Tensor& b1, const at::Tensor& wg2, const at::Tensor& bg2, const at::Tensor& w2,
+                        const at::Tensor& b2, const at::Tensor& w9, const at::Tensor& b9) {
+  check_map(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const MicroastTailWeights weights{fp32(wg1, "wg1", x), fp32(bg1, "bg1", x), fp32(w1, "w1", x), fp32(b1, "b1", x),
+                                    fp32(wg2, "wg2", x), fp32(bg2, "bg2", x), fp32(w2, "w2", x), fp32(b2, "b2", x),
+                                    fp32(w9, "w9", x), fp32(b9, "b9", x)};
+  const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
+  at::Tensor half = at::empty({n, 2 * h, 2 * w, 32}, x.options());
+  at::Tensor out = at::empty({n, 3, 4 * h, 4 * w}, x.options());
+  C10_CUDA_CHECK(microast_decoder_tail(map_dtype(x), x.data_ptr(), weights, static_cast<int>(n), static_cast<int>(h),
+                                       static_cast<int>(w), half.data_ptr(), out.data_ptr(),
+                                       c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(microast, m) {
   m.def("cuda_instance_stats(Tensor x) -> (Tensor, Tensor)");
   m.def("cuda_resblock(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? x_mean, Tensor? x_std, "
         "Tensor? s_mean, Tensor? s_std, Tensor? alpha, Tensor? filt_w, Tensor? filt_b) -> Tensor");
+  m.def("cuda_decoder_tail(Tensor x, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, Tensor wg2, Tensor bg2, "
+        "Tensor w2, Tensor b2, Tensor w9, Tensor b9) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(microast, CUDA, m) {
   m.impl("cuda_instance_stats", &instance_stats);
   m.impl("cuda_resblock", &resblock);
+  m.impl("cuda_decoder_tail", &decoder_tail);
 }
 
 // ``import microast_fast._C`` loads the library, which registers the ops above.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "decoder_tail_impl.cuh"
 #include "instance_stats_impl.cuh"
 #include "resblock_impl.cuh"
 
@@ -50,7 +51,35 @@ void emulate_resblock(const void* x, const float* w1, const float* b1, const flo
                         static_cast<T*>(out));
 }
 
+template <typename T>
+void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int h, int w, void* half, void* out) {
+  using namespace microast::tail;
+  for (int b = 0; b < n; ++b)
+    for (int block = 0; block < half_blocks(h, w); ++block)
+      for (int t = 0; t < kThreads; ++t)
+        half_pixel<T>(t, block, b, static_cast<const T*>(x), h, w, weights, static_cast<T*>(half));
+  auto s = std::make_unique<Shared>();
+  for (int b = 0; b < n; ++b) {
+    for (int block = 0; block < full_blocks(h, w); ++block) {
+      for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, b, static_cast<const T*>(half), 2 * h, 2 * w, weights);
+      for (int t = 0; t < kThreads; ++t) conv9x9<T>(*s, t, block, b, 2 * h, 2 * w, weights, static_cast<T*>(out));
+    }
+  }
+}
+
 }  // namespace
+
+extern "C" int microast_emulate_decoder_tail(int dtype, const void* x, const float* const* weights, int n, int h,
+                                             int w, void* half, void* out) {
+  const MicroastTailWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
+                               weights[5], weights[6], weights[7], weights[8], weights[9]};
+  switch (dtype) {
+    case MICROAST_F32: emulate_tail<float>(x, wt, n, h, w, half, out); return 0;
+    case MICROAST_F16: emulate_tail<__half>(x, wt, n, h, w, half, out); return 0;
+    case MICROAST_BF16: emulate_tail<__nv_bfloat16>(x, wt, n, h, w, half, out); return 0;
+  }
+  return 1;
+}
 
 extern "C" int microast_emulate_stats(int dtype, const void* x, int n, long long pixels, float eps, float* mean,
                                       float* std) {

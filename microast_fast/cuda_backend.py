@@ -1,9 +1,8 @@
 """The "cuda" backend: the CUDA C++ kernels of ``csrc/`` (extension ``microast_fast._C``).
 
-This release has two of the planned kernels: instance statistics and the fused FeatMod/FilterMod
-residual block (exact fp32 arithmetic, fp32/fp16/bf16 maps). The encoder head and the decoder tail,
-not yet written in CUDA, run as PyTorch ops (cuDNN) around them, and the style path is the torch
-backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
+This release has three of the four planned kernels: instance statistics, the fused FeatMod/FilterMod
+residual block and the decoder tail (exact fp32 arithmetic, fp32/fp16/bf16 maps). The encoder head,
+not yet written in CUDA, runs as PyTorch ops (cuDNN), and the style path is the torch backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
 the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
 backend.
 """
@@ -32,6 +31,11 @@ def _ops():
         @torch.library.register_fake("microast::cuda_resblock")
         def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b):
             return torch.empty_like(x)
+
+        @torch.library.register_fake("microast::cuda_decoder_tail")
+        def _(x, *weights):
+            n, h, w, _ = x.shape
+            return x.new_empty(n, 3, 4 * h, 4 * w)
 
         _FAKES_REGISTERED = True
     return torch.ops.microast
@@ -74,7 +78,13 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
         mean, std = ops.cuda_instance_stats(x)
         featmod = (mean, std, per_channel(s_mean), per_channel(s_std), alpha)
         x = _resblock(ops, block, x, featmod, (per_channel(w), per_channel(b)))
-    return model.decoder.dec3(x.permute(0, 3, 1, 2)).contiguous()  # the tail: PyTorch ops for now
+    return ops.cuda_decoder_tail(x, *tail_weights(model))
+
+
+def tail_weights(model) -> list[torch.Tensor]:
+    """The decoder tail's ten fp32 operands in PyTorch layouts (conv layers 1, 3, 6, 8, 10 of dec3)."""
+    convs = [model.decoder.dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
+    return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
 
 
 def tile_stages(model):

@@ -1,0 +1,46 @@
+// The decoder tail as two kernels (half level, then full level with the 9x9); bodies in
+// decoder_tail_impl.cuh.
+#include "decoder_tail_impl.cuh"
+
+namespace microast {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(tail::kThreads)
+tail_half_kernel(const T* __restrict__ x, int h, int w, MicroastTailWeights weights, T* __restrict__ half) {
+  tail::half_pixel<T>(threadIdx.x, blockIdx.x, blockIdx.y, x, h, w, weights, half);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tail::kThreads)
+tail_full_kernel(const T* __restrict__ half, int h2, int w2, MicroastTailWeights weights, T* __restrict__ out) {
+  extern __shared__ float dynamic[];
+  tail::Shared& s = *reinterpret_cast<tail::Shared*>(dynamic);
+  tail::stage_full<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, half, h2, w2, weights);
+  __syncthreads();
+  tail::conv9x9<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, h2, w2, weights, out);
+}
+
+template <typename T>
+cudaError_t launch_tail(const void* x, MicroastTailWeights weights, int n, int h, int w, void* half, void* out,
+                        cudaStream_t stream) {
+  tail_half_kernel<T><<<dim3(tail::half_blocks(h, w), n), tail::kThreads, 0, stream>>>(
+      static_cast<const T*>(x), h, w, weights, static_cast<T*>(half));
+  // 36.9 KB of shared memory: under the 48 KB that needs no opt-in.
+  tail_full_kernel<T><<<dim3(tail::full_blocks(h, w), n), tail::kThreads, sizeof(tail::Shared), stream>>>(
+      static_cast<const T*>(half), 2 * h, 2 * w, weights, static_cast<T*>(out));
+  return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace microast
+
+cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTailWeights weights, int n, int h,
+                                  int w, void* half, void* out, cudaStream_t stream) {
+  switch (dtype) {
+    case MICROAST_F32: return microast::launch_tail<float>(x, weights, n, h, w, half, out, stream);
+    case MICROAST_F16: return microast::launch_tail<__half>(x, weights, n, h, w, half, out, stream);
+    case MICROAST_BF16: return microast::launch_tail<__nv_bfloat16>(x, weights, n, h, w, half, out, stream);
+  }
+  return cudaErrorInvalidValue;
+}
