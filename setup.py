@@ -15,7 +15,9 @@ import os
 
 from setuptools import setup
 
-CUDA_SOURCES = ["csrc/binding.cpp", "csrc/decoder_tail.cu", "csrc/instance_stats.cu", "csrc/resblock.cu"]
+CUDA_SOURCES = [
+    "csrc/binding.cpp", "csrc/decoder_tail.cu", "csrc/encoder_head.cu", "csrc/instance_stats.cu", "csrc/resblock.cu",
+]
 
 
 def cuda_build() -> dict:

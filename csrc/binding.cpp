@@ -100,12 +100,35 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
   return out;
 }
 
+at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at::Tensor& b9, const at::Tensor& wg1,
+                        const at::Tensor& bg1, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& wg2,
+                        const at::Tensor& bg2, const at::Tensor& w2, const at::Tensor& b2) {
+  TORCH_CHECK(image.is_cuda() && image.dim() == 4 && image.size(1) == 3 && image.is_contiguous(),
+              "expected a contiguous CUDA image [N, 3, H, W], got sizes ", image.sizes(), " on ", image.device());
+  TORCH_CHECK(image.size(2) >= 5 && image.size(3) >= 5, "the 9x9 reflection padding needs images of at least 5x5");
+  const c10::cuda::CUDAGuard guard(image.device());
+  const MicroastHeadWeights weights{fp32(w9, "w9", image), fp32(b9, "b9", image), fp32(wg1, "wg1", image),
+                                    fp32(bg1, "bg1", image), fp32(w1, "w1", image), fp32(b1, "b1", image),
+                                    fp32(wg2, "wg2", image), fp32(bg2, "bg2", image), fp32(w2, "w2", image),
+                                    fp32(b2, "b2", image)};
+  const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
+  const int64_t h2 = (h + 1) / 2, w2 = (w + 1) / 2;
+  at::Tensor half = at::empty({n, h2, w2, 32}, image.options());
+  at::Tensor out = at::empty({n, (h2 + 1) / 2, (w2 + 1) / 2, MICROAST_CHANNELS}, image.options());
+  C10_CUDA_CHECK(microast_encoder_head(map_dtype(image), image.data_ptr(), weights, static_cast<int>(n),
+                                       static_cast<int>(h), static_cast<int>(w), half.data_ptr(), out.data_ptr(),
+                                       c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(microast, m) {
   m.def("cuda_instance_stats(Tensor x) -> (Tensor, Tensor)");
   m.def("cuda_resblock(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? x_mean, Tensor? x_std, "
         "Tensor? s_mean, Tensor? s_std, Tensor? alpha, Tensor? filt_w, Tensor? filt_b) -> Tensor");
+  m.def("cuda_encoder_head(Tensor image, Tensor w9, Tensor b9, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, "
+        "Tensor wg2, Tensor bg2, Tensor w2, Tensor b2) -> Tensor");
   m.def("cuda_decoder_tail(Tensor x, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, Tensor wg2, Tensor bg2, "
         "Tensor w2, Tensor b2, Tensor w9, Tensor b9) -> Tensor");
 }
@@ -113,6 +136,7 @@ TORCH_LIBRARY_FRAGMENT(microast, m) {
 TORCH_LIBRARY_IMPL(microast, CUDA, m) {
   m.impl("cuda_instance_stats", &instance_stats);
   m.impl("cuda_resblock", &resblock);
+  m.impl("cuda_encoder_head", &encoder_head);
   m.impl("cuda_decoder_tail", &decoder_tail);
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "decoder_tail_impl.cuh"
+#include "encoder_head_impl.cuh"
 #include "instance_stats_impl.cuh"
 #include "resblock_impl.cuh"
 
@@ -67,7 +68,35 @@ void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int 
   }
 }
 
+template <typename T>
+void emulate_head(const void* image, const MicroastHeadWeights& weights, int n, int h, int w, void* half, void* out) {
+  using namespace microast::head;
+  auto s = std::make_unique<Shared>();
+  for (int b = 0; b < n; ++b) {
+    for (int block = 0; block < half_blocks(h, w); ++block) {
+      for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, b, static_cast<const T*>(image), h, w, weights);
+      for (int t = 0; t < kThreads; ++t) half_pixel<T>(*s, t, block, b, h, w, weights, static_cast<T*>(half));
+    }
+  }
+  for (int b = 0; b < n; ++b)
+    for (int block = 0; block < quarter_blocks(h, w); ++block)
+      for (int t = 0; t < kThreads; ++t)
+        quarter_pixel<T>(t, block, b, static_cast<const T*>(half), h, w, weights, static_cast<T*>(out));
+}
+
 }  // namespace
+
+extern "C" int microast_emulate_encoder_head(int dtype, const void* image, const float* const* weights, int n, int h,
+                                             int w, void* half, void* out) {
+  const MicroastHeadWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
+                               weights[5], weights[6], weights[7], weights[8], weights[9]};
+  switch (dtype) {
+    case MICROAST_F32: emulate_head<float>(image, wt, n, h, w, half, out); return 0;
+    case MICROAST_F16: emulate_head<__half>(image, wt, n, h, w, half, out); return 0;
+    case MICROAST_BF16: emulate_head<__nv_bfloat16>(image, wt, n, h, w, half, out); return 0;
+  }
+  return 1;
+}
 
 extern "C" int microast_emulate_decoder_tail(int dtype, const void* x, const float* const* weights, int n, int h,
                                              int w, void* half, void* out) {

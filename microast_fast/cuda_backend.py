@@ -1,8 +1,8 @@
 """The "cuda" backend: the CUDA C++ kernels of ``csrc/`` (extension ``microast_fast._C``).
 
-This release has three of the four planned kernels: instance statistics, the fused FeatMod/FilterMod
-residual block and the decoder tail (exact fp32 arithmetic, fp32/fp16/bf16 maps). The encoder head,
-not yet written in CUDA, runs as PyTorch ops (cuDNN), and the style path is the torch backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
+The content path runs in four kernels: the encoder head, instance statistics, the fused
+FeatMod/FilterMod residual block and the decoder tail (exact fp32 arithmetic, fp32/fp16/bf16 maps;
+no tensor cores yet). The style path, once per style, is the torch backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
 the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
 backend.
 """
@@ -31,6 +31,11 @@ def _ops():
         @torch.library.register_fake("microast::cuda_resblock")
         def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b):
             return torch.empty_like(x)
+
+        @torch.library.register_fake("microast::cuda_encoder_head")
+        def _(image, *weights):
+            n, _, h, w = image.shape
+            return image.new_empty(n, (h + 3) // 4, (w + 3) // 4, CHANNELS)
 
         @torch.library.register_fake("microast::cuda_decoder_tail")
         def _(x, *weights):
@@ -62,8 +67,7 @@ def encode_style(model, style: torch.Tensor) -> StyleSignals:
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
     ops = _ops()
     encoder = model.content_encoder
-    head = encoder.enc1[:10](content)  # 9x9 conv ... 1x1 + ReLU: PyTorch ops until the CUDA encoder head exists
-    x = head.permute(0, 2, 3, 1).contiguous()  # NHWC
+    x = ops.cuda_encoder_head(content.contiguous(), *head_weights(encoder))  # NHWC quarter-res map
     x = _resblock(ops, encoder.enc1[10], x)
     x = _resblock(ops, encoder.enc2[0], x)
     if torch.is_tensor(alpha):
@@ -79,6 +83,12 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
         featmod = (mean, std, per_channel(s_mean), per_channel(s_std), alpha)
         x = _resblock(ops, block, x, featmod, (per_channel(w), per_channel(b)))
     return ops.cuda_decoder_tail(x, *tail_weights(model))
+
+
+def head_weights(encoder) -> list[torch.Tensor]:
+    """An encoder head's ten fp32 operands in PyTorch layouts (conv layers 0, 2, 4, 6, 8 of enc1)."""
+    convs = [encoder.enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
+    return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
 
 
 def tail_weights(model) -> list[torch.Tensor]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ("binding.cpp", "decoder_tail.cu", "instance_stats.cu", "resblock.cu")
+SOURCES = ("binding.cpp", "decoder_tail.cu", "encoder_head.cu", "instance_stats.cu", "resblock.cu")
 BUILD_HINT = ("build it with `MICROAST_FAST_CUDA=1 pip install --no-build-isolation .` on a machine with a CUDA "
               "build of torch and nvcc")
 

@@ -1,0 +1,44 @@
+// The encoder head as two kernels (half level with the 9x9 staged in shared memory, then quarter
+// level); bodies in encoder_head_impl.cuh.
+#include "encoder_head_impl.cuh"
+
+namespace microast {
+namespace {
+
+template <typename T>
+__global__ void __launch_bounds__(head::kThreads)
+head_half_kernel(const T* __restrict__ image, int h, int w, MicroastHeadWeights weights, T* __restrict__ half) {
+  __shared__ head::Shared s;  // 18.5 KB
+  head::stage_full<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, image, h, w, weights);
+  __syncthreads();
+  head::half_pixel<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, h, w, weights, half);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(head::kThreads)
+head_quarter_kernel(const T* __restrict__ half, int h, int w, MicroastHeadWeights weights, T* __restrict__ out) {
+  head::quarter_pixel<T>(threadIdx.x, blockIdx.x, blockIdx.y, half, h, w, weights, out);
+}
+
+template <typename T>
+cudaError_t launch_head(const void* image, MicroastHeadWeights weights, int n, int h, int w, void* half, void* out,
+                        cudaStream_t stream) {
+  head_half_kernel<T><<<dim3(head::half_blocks(h, w), n), head::kThreads, 0, stream>>>(
+      static_cast<const T*>(image), h, w, weights, static_cast<T*>(half));
+  head_quarter_kernel<T><<<dim3(head::quarter_blocks(h, w), n), head::kThreads, 0, stream>>>(
+      static_cast<const T*>(half), h, w, weights, static_cast<T*>(out));
+  return cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace microast
+
+cudaError_t microast_encoder_head(MicroastDtype dtype, const void* image, MicroastHeadWeights weights, int n, int h,
+                                  int w, void* half, void* out, cudaStream_t stream) {
+  switch (dtype) {
+    case MICROAST_F32: return microast::launch_head<float>(image, weights, n, h, w, half, out, stream);
+    case MICROAST_F16: return microast::launch_head<__half>(image, weights, n, h, w, half, out, stream);
+    case MICROAST_BF16: return microast::launch_head<__nv_bfloat16>(image, weights, n, h, w, half, out, stream);
+  }
+  return cudaErrorInvalidValue;
+}
