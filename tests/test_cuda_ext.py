@@ -236,6 +236,67 @@ def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
     torch.testing.assert_close(out.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
 
+class HostKernelOps:
+    """The extension's ops with the CUDA kernels' own bodies run on the host (fp32 maps)."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def cuda_encoder_head(self, image, *weights):
+        import ctypes
+        n, _, h, w = image.shape
+        h2, w2 = -(-h // 2), -(-w // 2)
+        half, out = torch.empty(n, h2, w2, 32), torch.empty(n, -(-h2 // 2), -(-w2 // 2), 64)
+        table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+        assert self.lib.microast_emulate_encoder_head(0, ptr(image), table, n, h, w, ptr(half), ptr(out)) == 0
+        return out
+
+    def cuda_instance_stats(self, x):
+        import ctypes
+        n, h, w, _ = x.shape
+        mean, std = torch.empty(n, 64), torch.empty(n, 64)
+        assert self.lib.microast_emulate_stats(0, ptr(x), n, ctypes.c_longlong(h * w), ctypes.c_float(1e-5),
+                                               ptr(mean), ptr(std)) == 0
+        return mean, std
+
+    def cuda_resblock(self, x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b):
+        n, h, w, _ = x.shape
+        scratch, out = torch.empty_like(x), torch.empty_like(x)
+        batch = lambda t: 1 if t is None else t.shape[0]  # noqa: E731
+        assert self.lib.microast_emulate_resblock(
+            0, ptr(x), ptr(w1), ptr(b1), ptr(w2), ptr(b2), ptr(x_mean), ptr(x_std), ptr(s_mean), ptr(s_std),
+            batch(s_mean), ptr(alpha), batch(alpha), ptr(filt_w), ptr(filt_b), batch(filt_w), n, h, w, ptr(scratch),
+            ptr(out)) == 0
+        return out
+
+    def cuda_decoder_tail(self, x, *weights):
+        import ctypes
+        n, h, w, _ = x.shape
+        half, out = torch.empty(n, 2 * h, 2 * w, 32), torch.empty(n, 3, 4 * h, 4 * w)
+        table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+        assert self.lib.microast_emulate_decoder_tail(0, ptr(x), table, n, h, w, ptr(half), ptr(out)) == 0
+        return out
+
+
+def test_cuda_backend_with_its_kernels_run_on_the_host(emulation, monkeypatch):
+    """The whole cuda backend, every kernel body run on the host, against the reference: batch 2 with
+    distinct styles and alphas, an odd size."""
+    from microast_fast import cuda_backend
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: HostKernelOps(emulation))
+    ref = MicroASTReference.from_pretrained()
+    model = MicroAST.from_pretrained(backend="torch")
+    g = torch.Generator().manual_seed(12)
+    content, style = torch.rand(2, 3, 45, 38, generator=g), torch.rand(2, 3, 24, 28, generator=g)
+    alphas = (1.0, 0.6)
+    with torch.inference_mode():
+        signals = cuda_backend.encode_style(model, style)
+        out = cuda_backend.stylize(model, content, signals, torch.tensor(alphas).view(2, 1, 1, 1))
+        expected = torch.cat([ref(content[i:i + 1], style[i:i + 1], a) for i, a in enumerate(alphas)])
+        exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style[i:i + 1].double(), a)
+                           for i, a in enumerate(alphas)])
+    assert_fp32_matches(out, expected, exact, "cuda kernels on the host")
+
+
 # --- on a GPU -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ops():
