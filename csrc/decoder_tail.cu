@@ -35,10 +35,9 @@ cudaError_t launch_tail(const void* x, MicroastTailWeights weights, int n, int h
 
 cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTailWeights weights, int n, int h,
                                   int w, void* half, void* out, cudaStream_t stream) {
-  switch (dtype) {
-    case MICROAST_F32: return microast::launch_tail<float>(x, weights, n, h, w, half, out, stream);
-    case MICROAST_F16: return microast::launch_tail<__half>(x, weights, n, h, w, half, out, stream);
-    case MICROAST_BF16: return microast::launch_tail<__nv_bfloat16>(x, weights, n, h, w, half, out, stream);
-  }
-  return cudaErrorInvalidValue;
+  cudaError_t error = cudaErrorInvalidValue;
+  microast::with_map_type(dtype, [&](auto tag) {
+    error = microast::launch_tail<decltype(tag)>(x, weights, n, h, w, half, out, stream);
+  });
+  return error;
 }

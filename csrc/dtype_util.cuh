@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "microast_kernels.h"
+
 namespace microast {
 
 __host__ __device__ __forceinline__ float to_float(float v) { return v; }
@@ -29,6 +31,19 @@ __host__ __device__ __forceinline__ float4 load4(const float* p) {
 #else
   return *reinterpret_cast<const float4*>(p);
 #endif
+}
+
+// Calls fn(T{}) with T the map type of dtype (a generic lambda takes it as `auto tag`, `decltype(tag)`
+// is T): the one switch from the C interface's dtype to the kernels' template argument. False for an
+// unknown dtype.
+template <typename Fn>
+inline bool with_map_type(MicroastDtype dtype, Fn&& fn) {
+  switch (dtype) {
+    case MICROAST_F32: fn(float{}); return true;
+    case MICROAST_F16: fn(__half{}); return true;
+    case MICROAST_BF16: fn(__nv_bfloat16{}); return true;
+  }
+  return false;
 }
 
 }  // namespace microast

@@ -35,10 +35,9 @@ cudaError_t launch_head(const void* image, MicroastHeadWeights weights, int n, i
 
 cudaError_t microast_encoder_head(MicroastDtype dtype, const void* image, MicroastHeadWeights weights, int n, int h,
                                   int w, void* half, void* out, cudaStream_t stream) {
-  switch (dtype) {
-    case MICROAST_F32: return microast::launch_head<float>(image, weights, n, h, w, half, out, stream);
-    case MICROAST_F16: return microast::launch_head<__half>(image, weights, n, h, w, half, out, stream);
-    case MICROAST_BF16: return microast::launch_head<__nv_bfloat16>(image, weights, n, h, w, half, out, stream);
-  }
-  return cudaErrorInvalidValue;
+  cudaError_t error = cudaErrorInvalidValue;
+  microast::with_map_type(dtype, [&](auto tag) {
+    error = microast::launch_head<decltype(tag)>(image, weights, n, h, w, half, out, stream);
+  });
+  return error;
 }

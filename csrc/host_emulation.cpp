@@ -86,51 +86,35 @@ void emulate_head(const void* image, const MicroastHeadWeights& weights, int n, 
 
 }  // namespace
 
-extern "C" int microast_emulate_encoder_head(int dtype, const void* image, const float* const* weights, int n, int h,
+extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* image, const float* const* weights, int n, int h,
                                              int w, void* half, void* out) {
   const MicroastHeadWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
                                weights[5], weights[6], weights[7], weights[8], weights[9]};
-  switch (dtype) {
-    case MICROAST_F32: emulate_head<float>(image, wt, n, h, w, half, out); return 0;
-    case MICROAST_F16: emulate_head<__half>(image, wt, n, h, w, half, out); return 0;
-    case MICROAST_BF16: emulate_head<__nv_bfloat16>(image, wt, n, h, w, half, out); return 0;
-  }
-  return 1;
+  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_head<decltype(tag)>(image, wt, n, h, w, half, out); });
+  return known ? 0 : 1;
 }
 
-extern "C" int microast_emulate_decoder_tail(int dtype, const void* x, const float* const* weights, int n, int h,
+extern "C" int microast_emulate_decoder_tail(MicroastDtype dtype, const void* x, const float* const* weights, int n, int h,
                                              int w, void* half, void* out) {
   const MicroastTailWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
                                weights[5], weights[6], weights[7], weights[8], weights[9]};
-  switch (dtype) {
-    case MICROAST_F32: emulate_tail<float>(x, wt, n, h, w, half, out); return 0;
-    case MICROAST_F16: emulate_tail<__half>(x, wt, n, h, w, half, out); return 0;
-    case MICROAST_BF16: emulate_tail<__nv_bfloat16>(x, wt, n, h, w, half, out); return 0;
-  }
-  return 1;
+  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_tail<decltype(tag)>(x, wt, n, h, w, half, out); });
+  return known ? 0 : 1;
 }
 
-extern "C" int microast_emulate_stats(int dtype, const void* x, int n, long long pixels, float eps, float* mean,
+extern "C" int microast_emulate_stats(MicroastDtype dtype, const void* x, int n, long long pixels, float eps, float* mean,
                                       float* std) {
-  switch (dtype) {
-    case MICROAST_F32: emulate_stats<float>(x, n, pixels, eps, mean, std); return 0;
-    case MICROAST_F16: emulate_stats<__half>(x, n, pixels, eps, mean, std); return 0;
-    case MICROAST_BF16: emulate_stats<__nv_bfloat16>(x, n, pixels, eps, mean, std); return 0;
-  }
-  return 1;
+  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_stats<decltype(tag)>(x, n, pixels, eps, mean, std); });
+  return known ? 0 : 1;
 }
 
-extern "C" int microast_emulate_resblock(int dtype, const void* x, const float* w1, const float* b1, const float* w2,
+extern "C" int microast_emulate_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1, const float* w2,
                                          const float* b2, const float* x_mean, const float* x_std,
                                          const float* s_mean, const float* s_std, int style_batch,
                                          const float* alpha, int alpha_batch, const float* filt_w,
                                          const float* filt_b, int filt_batch, int n, int h, int w, void* scratch,
                                          void* out) {
   const MicroastModulation mod{x_mean, x_std, s_mean, s_std, style_batch, alpha, alpha_batch, filt_w, filt_b, filt_batch};
-  switch (dtype) {
-    case MICROAST_F32: emulate_resblock<float>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
-    case MICROAST_F16: emulate_resblock<__half>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
-    case MICROAST_BF16: emulate_resblock<__nv_bfloat16>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); return 0;
-  }
-  return 1;
+  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_resblock<decltype(tag)>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out); });
+  return known ? 0 : 1;
 }

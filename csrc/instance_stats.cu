@@ -38,10 +38,9 @@ size_t microast_stats_partials_size(int n, long long pixels) {
 
 cudaError_t microast_instance_stats(MicroastDtype dtype, const void* x, int n, long long pixels, float eps,
                                     float* partials, float* mean, float* std, cudaStream_t stream) {
-  switch (dtype) {
-    case MICROAST_F32: return microast::launch_stats<float>(x, n, pixels, eps, partials, mean, std, stream);
-    case MICROAST_F16: return microast::launch_stats<__half>(x, n, pixels, eps, partials, mean, std, stream);
-    case MICROAST_BF16: return microast::launch_stats<__nv_bfloat16>(x, n, pixels, eps, partials, mean, std, stream);
-  }
-  return cudaErrorInvalidValue;
+  cudaError_t error = cudaErrorInvalidValue;
+  microast::with_map_type(dtype, [&](auto tag) {
+    error = microast::launch_stats<decltype(tag)>(x, n, pixels, eps, partials, mean, std, stream);
+  });
+  return error;
 }

@@ -39,13 +39,9 @@ cudaError_t launch_resblock(const void* x, const float* w1, const float* b1, con
 cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1,
                               const float* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
                               void* scratch, void* out, cudaStream_t stream) {
-  switch (dtype) {
-    case MICROAST_F32:
-      return microast::launch_resblock<float>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out, stream);
-    case MICROAST_F16:
-      return microast::launch_resblock<__half>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out, stream);
-    case MICROAST_BF16:
-      return microast::launch_resblock<__nv_bfloat16>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out, stream);
-  }
-  return cudaErrorInvalidValue;
+  cudaError_t error = cudaErrorInvalidValue;
+  microast::with_map_type(dtype, [&](auto tag) {
+    error = microast::launch_resblock<decltype(tag)>(x, w1, b1, w2, b2, mod, n, h, w, scratch, out, stream);
+  });
+  return error;
 }
