@@ -13,7 +13,7 @@ import torch
 
 from . import cuda_ext, torch_backend
 from .dispatch import BackendUnavailableError
-from .signals import StyleSignals
+from .signals import StyleSignals, alpha_vector, channel_rows
 
 CHANNELS = 64
 _FAKES_REGISTERED = False
@@ -70,13 +70,10 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
     x = ops.cuda_encoder_head(content.contiguous(), *head_weights(encoder))  # NHWC quarter-res map
     x = _resblock(ops, encoder.enc1[10], x)
     x = _resblock(ops, encoder.enc2[0], x)
-    if torch.is_tensor(alpha):
-        alpha = alpha.to(device=content.device, dtype=torch.float32).reshape(-1).contiguous()
-    else:
-        alpha = torch.full((1,), float(alpha), device=content.device, dtype=torch.float32)
+    alpha = alpha_vector(alpha, content.device)
 
-    def per_channel(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(t.shape[0], CHANNELS).float().contiguous()
+    def per_channel(t: torch.Tensor) -> torch.Tensor:  # the CUDA ops take fp32 signals
+        return channel_rows(t.float())
 
     for block, (s_mean, s_std, w, b) in zip((model.decoder.dec1, model.decoder.dec2), signals.per_block()):
         mean, std = ops.cuda_instance_stats(x)

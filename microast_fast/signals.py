@@ -38,3 +38,15 @@ class StyleSignals(NamedTuple):
 
     def to(self, device) -> "StyleSignals":
         return StyleSignals(*(t.to(device) for t in self))
+
+
+def channel_rows(t: torch.Tensor) -> torch.Tensor:
+    """A per-channel signal ``[S, C, 1, 1]`` as the kernels take it: contiguous ``[S, C]``."""
+    return t.reshape(t.shape[0], -1).contiguous()
+
+
+def alpha_vector(alpha, device) -> torch.Tensor:
+    """``alpha`` (a float, or a tensor of N values) as the kernels take it: contiguous fp32 ``[1 or N]``."""
+    if torch.is_tensor(alpha):
+        return alpha.to(device=device, dtype=torch.float32).reshape(-1).contiguous()
+    return torch.full((1,), float(alpha), device=device, dtype=torch.float32)

@@ -178,7 +178,8 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
     Yields the output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) band by band, top to bottom, as
     ``(first row, band [N, 3, rows, 4*ceil(w/4)])``. ``progress(k)`` counts processed tiles
     (``tile_count`` in all). The maps take the model's dtype and device. ``stages`` runs the tiles:
-    ``encode``, ``decoder_block``, ``tail`` on patches (default: the torch backend's ``TileNet``).
+    ``encode`` and ``tail`` on patches, ``decoder_block(...)`` returns a function of a patch (default:
+    the torch backend's ``TileNet``).
     """
     h, w = size
     grid = (math.ceil(h / 4), math.ceil(w / 4))
@@ -205,7 +206,7 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
 
     def block(index: int, stats: StatsAccumulator, block_signals) -> Stage:
         x_mean, x_std = stats.result()
-        return Stage(lambda p: net.decoder_block(index, p, x_mean, x_std, block_signals, alpha), BLOCK_HALO, 1)
+        return Stage(net.decoder_block(index, x_mean, x_std, block_signals, alpha), BLOCK_HALO, 1)
 
     def from_map(m: torch.Tensor):
         return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid

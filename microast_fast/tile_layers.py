@@ -241,11 +241,13 @@ class TileNet:
             p = block(p)
         return p
 
-    def decoder_block(self, index: int, p: Patch, x_mean, x_std, block_signals, alpha) -> Patch:
-        """Decoder block ``index`` (1 or 2) with FeatMod from the input's statistics and the style's."""
+    def decoder_block(self, index: int, x_mean, x_std, block_signals, alpha):
+        """Decoder block ``index`` (1 or 2), FeatMod from the input's statistics and the style's, as a
+        function of a patch (the affine is computed once, not per tile)."""
         s_mean, s_std, w, b = block_signals
         affine = featmod_affine(x_mean, x_std, s_mean, s_std, alpha)
-        return (self.block1 if index == 1 else self.block2)(p, affine, (w, b))
+        block = self.block1 if index == 1 else self.block2
+        return lambda p: block(p, affine, (w, b))
 
     def tail(self, p: Patch) -> Patch:
         for layer in self.tail_half + self.tail_full:

@@ -20,7 +20,7 @@ from .kernels.decoder_tail import decoder_tail, pack_decoder_tail
 from .kernels.encoder_head import encoder_head, pack_encoder_head
 from .kernels.filtermod_resblock import filtermod_resblock, pack_conv3x3_weight
 from .kernels.modulator_pool import modulator_pool, pack_modulator_pair
-from .signals import StyleSignals
+from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
 
 CHANNELS = 64
@@ -106,22 +106,15 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
     """``alpha`` is a float or an fp32 tensor ``[N or 1, 1, 1, 1]``; signals of batch 1 broadcast."""
     _check_dtype(content)
     packed = _packed(model)
-    if torch.is_tensor(alpha):
-        alpha = alpha.to(device=content.device, dtype=torch.float32).reshape(-1).contiguous()
-    else:
-        alpha = torch.full((1,), float(alpha), device=content.device, dtype=torch.float32)
+    alpha = alpha_vector(alpha, content.device)
     _, x, _, (mean, std) = _encode(packed["content"], content, stats_f0=False)
-
-    def per_channel(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(t.shape[0], CHANNELS).contiguous()
-
     for block, (s_mean, s_std, w, b), with_stats in (
         (packed["dec1"], signals.per_block()[0], True),   # its output's statistics feed dec2's FeatMod
         (packed["dec2"], signals.per_block()[1], False),
     ):
         x, mean, std = filtermod_resblock(
-            x, *block, mean, std, per_channel(s_mean), per_channel(s_std), alpha,
-            per_channel(w), per_channel(b), with_stats,
+            x, *block, mean, std, channel_rows(s_mean), channel_rows(s_std), alpha,
+            channel_rows(w), channel_rows(b), with_stats,
         )
     return decoder_tail(x, *packed["tail"])
 
@@ -139,25 +132,22 @@ class TileStages:
     def _nhwc(p: Patch) -> torch.Tensor:
         return p.data.permute(0, 2, 3, 1).contiguous()
 
-    @staticmethod
-    def _patch(nhwc: torch.Tensor, p: Patch, scale) -> Patch:
-        def level(n: int) -> int:
-            return n * scale if scale >= 1 else -(-n // round(1 / scale))
-        return Patch(nhwc.permute(0, 3, 1, 2), level(p.y), level(p.x), level(p.height), level(p.width))
-
     def encode(self, p: Patch) -> Patch:
         _check_dtype(p.data)
         _, f1, _, _ = _encode(self.packed["content"], p.data, stats_f0=False)
-        return self._patch(f1, p, 0.25)
+        # An image patch starts on a multiple of 4 (a quarter-res tile's halo'd origin, times 4).
+        return Patch(f1.permute(0, 3, 1, 2), p.y // 4, p.x // 4, -(-p.height // 4), -(-p.width // 4))
 
-    def decoder_block(self, index: int, p: Patch, x_mean, x_std, block_signals, alpha) -> Patch:
-        s_mean, s_std, w, b = (t.reshape(t.shape[0], CHANNELS).contiguous() for t in block_signals)
-        n = p.data.shape[0]
-        alpha = (alpha.to(p.data.device, torch.float32).reshape(-1).contiguous() if torch.is_tensor(alpha)
-                 else torch.full((1,), float(alpha), device=p.data.device, dtype=torch.float32))
-        out, _, _ = filtermod_resblock(self._nhwc(p), *self.packed[f"dec{index}"], x_mean.reshape(n, CHANNELS),
-                                       x_std.reshape(n, CHANNELS), s_mean, s_std, alpha, w, b, False)
-        return self._patch(out, p, 1)
+    def decoder_block(self, index: int, x_mean, x_std, block_signals, alpha):
+        """Decoder block ``index`` (1 or 2) as a function of a patch; its operands are prepared once."""
+        s_mean, s_std, w, b = (channel_rows(t) for t in block_signals)
+        alpha = alpha_vector(alpha, x_mean.device)
+        operands = (*self.packed[f"dec{index}"], channel_rows(x_mean), channel_rows(x_std), s_mean, s_std, alpha, w, b)
+
+        def run(p: Patch) -> Patch:
+            out, _, _ = filtermod_resblock(self._nhwc(p), *operands, False)
+            return Patch(out.permute(0, 3, 1, 2), p.y, p.x, p.height, p.width)
+        return run
 
     def tail(self, p: Patch) -> Patch:
         out = decoder_tail(self._nhwc(p), *self.packed["tail"])
