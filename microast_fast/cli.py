@@ -109,6 +109,8 @@ def plan_jobs_memory(model, jobs: list[Job], short_side: int | None) -> dict[Pat
     budget cannot hold stops the command here. Unreadable files are left for the job loop to report."""
     plans = {}
     for job in jobs:
+        if job.content in plans:  # one plan a content: every output of a run has the same format
+            continue
         try:
             h, w = image_size(job.content, short_side)
         except (OSError, ValueError):

@@ -105,7 +105,11 @@ def save_image_atomic(array: np.ndarray | Image.Image, path: str | os.PathLike) 
     img = array if isinstance(array, Image.Image) else Image.fromarray(array)
     fmt = image_format(path)
     with atomic_file(path) as f:
-        img.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        pillow_save(img, f, fmt)
+
+
+def pillow_save(img: Image.Image, f, fmt: str) -> None:
+    img.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
 def save_bands_atomic(bands: Iterator[np.ndarray], height: int, width: int, path: str | os.PathLike) -> None:
@@ -126,7 +130,7 @@ def save_bands_atomic(bands: Iterator[np.ndarray], height: int, width: int, path
             image = np.concatenate(list(bands))
             if image.shape != (height, width, 3):
                 raise ValueError(f"got a {image.shape} image, expected {(height, width, 3)}")
-            Image.fromarray(image).save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+            pillow_save(Image.fromarray(image), f, fmt)
 
 
 def rebuffer(bands: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:
