@@ -4,6 +4,7 @@
 // `nvcc -x cu -shared` and calls it through ctypes). It cannot find what only a device shows: races,
 // missing barriers, the memory model; the GPU tests are for those.
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "decoder_tail_impl.cuh"
@@ -31,16 +32,50 @@ void emulate_stats(const void* x, int n, long long pixels, float eps, float* mea
 }
 
 template <typename T, bool kSecond>
-void emulate_conv(const T* in, const T* block_input, const float* weight, const float* bias,
-                  const MicroastModulation& mod, int n, int h, int w, T* out) {
+void emulate_exact_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+                        const MicroastModulation& mod, int n, int h, int w, T* out) {
   using namespace microast::resblock;
   auto s = std::make_unique<Shared>();
   for (int b = 0; b < n; ++b) {
     for (int block = 0; block < blocks(h, w); ++block) {
-      for (int t = 0; t < MICROAST_CHANNELS; ++t) load_signals(*s, t, b, mod);
+      for (int t = 0; t < MICROAST_CHANNELS; ++t) microast::load_signals(s->sig, t, b, mod);
       for (int t = 0; t < kThreads; ++t) load_tile<T, kSecond>(*s, t, block, b, in, h, w);
       for (int t = 0; t < kThreads; ++t) convolve<T, kSecond>(*s, t, block, b, block_input, weight, bias, h, w, out);
     }
+  }
+}
+
+// resblock_mma_kernel's phases: per-thread phases thread by thread, per-warp phases warp by warp.
+template <typename T, bool kSecond>
+void emulate_mma_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+                      const MicroastModulation& mod, int n, int h, int w, T* out) {
+  using namespace microast::resblock_mma;
+  using microast::warp_mma::Accumulator;
+  auto s = std::make_unique<Shared<T>>();
+  std::vector<Accumulator> acc(kWarps * kNFrags);
+  for (int b = 0; b < n; ++b) {
+    for (int block = 0; block < blocks(h, w); ++block) {
+      for (int t = 0; t < MICROAST_CHANNELS; ++t) microast::load_signals(s->sig, t, b, mod);
+      for (int t = 0; t < kThreads; ++t) load_tile<T, kSecond>(*s, t, block, b, in, h, w);
+      for (Accumulator& a : acc) microast::warp_mma::zero(a);
+      for (int tap = 0; tap < 9; ++tap) {
+        for (int t = 0; t < kThreads; ++t) load_tap(*s, t, tap, weight);
+        for (int warp = 0; warp < kWarps; ++warp) multiply_tap(*s, warp, tap, &acc[warp * kNFrags]);
+      }
+      for (int warp = 0; warp < kWarps; ++warp) store_accumulators(*s, warp, &acc[warp * kNFrags]);
+      for (int t = 0; t < kThreads; ++t) epilogue<T, kSecond>(*s, t, block, b, in, block_input, bias, h, w, out);
+    }
+  }
+}
+
+// As resblock.cu: fp32 maps take the exact kernel, fp16/bf16 maps the tensor-core kernel.
+template <typename T, bool kSecond>
+void emulate_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+                  const MicroastModulation& mod, int n, int h, int w, T* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    emulate_exact_conv<T, kSecond>(in, block_input, weight, bias, mod, n, h, w, out);
+  } else {
+    emulate_mma_conv<T, kSecond>(in, block_input, weight, bias, mod, n, h, w, out);
   }
 }
 

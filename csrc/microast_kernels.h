@@ -38,8 +38,9 @@ struct MicroastModulation {
 //   y3 = relu(w * conv1(x') + b_f * x')      -> scratch [n, h, w, 64]
 //   out = x' + w * conv2(y3) + b_f * y3
 // (without FilterMod: y3 = relu(conv1(x')), out = x' + conv2(y3)). Convolutions are 3x3 with reflection
-// padding by index; weights are packed [9 taps][64 in][64 out] fp32, biases [64] fp32. Exact fp32
-// arithmetic (no tensor cores) in every dtype.
+// padding by index; weights are packed [9 taps][64 in][64 out] fp32, biases [64] fp32. fp32 maps: exact
+// fp32 arithmetic. fp16/bf16 maps: tensor cores (sm_80+), the weights and x' rounded to the map dtype as
+// operands (a half model's weights are already), fp32 accumulation and epilogue.
 cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1,
                               const float* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
                               void* scratch, void* out, cudaStream_t stream);

@@ -1,8 +1,11 @@
-// The residual-block kernel's body in three phases, each a function of (block, thread): resblock.cu
-// runs them as one kernel with barriers between; host_emulation.cpp runs them on the host, thread
-// by thread, so that the indexing and arithmetic are tested without a GPU.
+// The residual-block kernels' bodies in phases, each a function of (block, thread) or (block, warp):
+// resblock.cu runs them as kernels with barriers between; host_emulation.cpp runs them on the host,
+// thread by thread (warp by warp), so that the indexing and arithmetic are tested without a GPU.
+// Two forms of one 3x3 convolution with its epilogue:
+//   resblock::       exact fp32 arithmetic (fp32 maps);
+//   resblock_mma::   tensor cores, fp16/bf16 operands with fp32 accumulation (fp16/bf16 maps).
 //
-// A block computes an 8x8 pixel tile for all 64 output channels: the reflected 10x10x64 input tile
+// Exact form: a block computes an 8x8 pixel tile for all 64 output channels: the reflected 10x10x64 input tile
 // sits in shared memory (row stride 65 floats, so the 32 pixels a warp reads fall in 32 banks), each
 // thread accumulates 16 output channels of one pixel in fp32, and the packed weights [tap][in][out]
 // stream through the read-only cache (a warp's threads read the same weights: broadcast loads).
@@ -10,27 +13,18 @@
 
 #include "dtype_util.cuh"
 #include "microast_kernels.h"
+#include "warp_mma.cuh"
 
 namespace microast {
-namespace resblock {
 
-constexpr int kTile = 8;                       // output tile side
-constexpr int kHalo = kTile + 2;               // input tile side
-constexpr int kStride = MICROAST_CHANNELS + 1;  // padded channel stride in shared memory
-constexpr int kThreads = 256;                  // 64 pixels x 4 groups of 16 output channels
-constexpr int kOutPerThread = 16;
-
-struct Shared {
-  float tile[kHalo * kHalo * kStride];
+// FeatMod + alpha as ``a * x + b`` and the FilterMod pair, per channel of one sample (identity when off).
+struct BlockSignals {
   float affine_a[MICROAST_CHANNELS], affine_b[MICROAST_CHANNELS];
   float filt_w[MICROAST_CHANNELS], filt_b[MICROAST_CHANNELS];
 };
 
-__host__ __device__ inline int blocks_w(int w) { return (w + kTile - 1) / kTile; }
-__host__ __device__ inline int blocks(int h, int w) { return ((h + kTile - 1) / kTile) * blocks_w(w); }
-
-// Phase 1, threads 0..63: channel t's FeatMod affine and FilterMod pair for sample n.
-__host__ __device__ inline void load_signals(Shared& s, int t, int n, const MicroastModulation& mod) {
+// Phase 1 of both forms, threads 0..63: channel t's FeatMod affine and FilterMod pair for sample n.
+__host__ __device__ inline void load_signals(BlockSignals& s, int t, int n, const MicroastModulation& mod) {
   float a = 1.f, b = 0.f;
   if (mod.x_mean != nullptr) {  // alpha * FeatMod(x) + (1 - alpha) * x == a * x + b
     const int si = (mod.style_batch == 1 ? 0 : n) * MICROAST_CHANNELS + t, i = n * MICROAST_CHANNELS + t;
@@ -47,6 +41,22 @@ __host__ __device__ inline void load_signals(Shared& s, int t, int n, const Micr
   s.filt_b[t] = filtermod ? mod.filt_b[f] : 0.f;
 }
 
+namespace resblock {
+
+constexpr int kTile = 8;                       // output tile side
+constexpr int kHalo = kTile + 2;               // input tile side
+constexpr int kStride = MICROAST_CHANNELS + 1;  // padded channel stride in shared memory
+constexpr int kThreads = 256;                  // 64 pixels x 4 groups of 16 output channels
+constexpr int kOutPerThread = 16;
+
+struct Shared {
+  float tile[kHalo * kHalo * kStride];
+  BlockSignals sig;
+};
+
+__host__ __device__ inline int blocks_w(int w) { return (w + kTile - 1) / kTile; }
+__host__ __device__ inline int blocks(int h, int w) { return ((h + kTile - 1) / kTile) * blocks_w(w); }
+
 // Phase 2, every thread: its share of the input tile with a 1-pixel halo, reflected at the map border
 // (rows/columns past the border of an overhanging tile read a valid row; their outputs are not stored).
 // conv1 reads x' = a * x + b (FeatMod on load: it commutes with reflection); conv2 reads y3 as stored.
@@ -58,7 +68,7 @@ __host__ __device__ inline void load_tile(Shared& s, int t, int block, int n, co
     const int c = i % MICROAST_CHANNELS, p = i / MICROAST_CHANNELS;
     const int gy = reflect(imin(y0 + p / kHalo - 1, h), h), gx = reflect(imin(x0 + p % kHalo - 1, w), w);
     float v = to_float(src[(static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + c]);
-    if (!kSecond) v = s.affine_a[c] * v + s.affine_b[c];
+    if (!kSecond) v = s.sig.affine_a[c] * v + s.sig.affine_b[c];
     s.tile[p * kStride + c] = v;
   }
 }
@@ -97,9 +107,9 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
 #pragma unroll
   for (int j = 0; j < kOutPerThread; ++j) {
     const int co = co0 + j;
-    float y = s.filt_w[co] * acc[j] + s.filt_b[co] * centre[co];  // FilterMod (identity without signals)
+    float y = s.sig.filt_w[co] * acc[j] + s.sig.filt_b[co] * centre[co];  // FilterMod (identity without signals)
     if (kSecond) {
-      y += s.affine_a[co] * to_float(block_input[o + j]) + s.affine_b[co];  // + x'
+      y += s.sig.affine_a[co] * to_float(block_input[o + j]) + s.sig.affine_b[co];  // + x'
     } else {
       y = y > 0.f ? y : 0.f;
     }
@@ -108,4 +118,121 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
 }
 
 }  // namespace resblock
+
+// Tensor-core form, for fp16/bf16 maps. The convolution is an implicit GEMM: M = pixels, N = 64 output
+// channels, K = 9 taps x 64 input channels. A block computes an 8-row x 16-column pixel tile; warp r
+// owns output row r, whose 16 pixels are the M of its products, and all 64 output channels (four 16x16
+// accumulators). For tap (dy, dx) and input channels k0..k0+15, the A operand is 16 consecutive pixels
+// of the reflected input tile in shared memory, row r + dy from column dx: a plain row-major operand
+// with the pixel stride as its leading dimension, so no im2col copy exists. Each tap's 64x64 weights
+// are rounded to the map dtype into shared memory by the whole block (read from global once per tile).
+// The operands are what the reference in fp16 / bf16 multiplies: the map values, FeatMod's output
+// x' = a * x + b rounded to the map dtype, and the model's half-precision weights (exact after the
+// fp32 packing); products accumulate in fp32.
+namespace resblock_mma {
+
+constexpr int kRows = 8, kCols = warp_mma::kSide;  // output tile; kCols is the MMA's M
+constexpr int kHaloRows = kRows + 2, kHaloCols = kCols + 2;
+constexpr int kWarps = kRows;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kNFrags = MICROAST_CHANNELS / warp_mma::kSide;  // accumulators per warp
+// Elements per pixel (tile) and per input channel (tap weights) in shared memory: 64 + 16, so that
+// every operand starts 32 bytes after the previous pixel's (WMMA alignment) and rows four pixels apart
+// start in different banks.
+constexpr int kStride = MICROAST_CHANNELS + 16;
+constexpr int kOutStride = MICROAST_CHANNELS + 4;  // fp32 accumulators per pixel in the epilogue
+
+template <typename T>
+struct alignas(32) Shared {
+  union {
+    struct {
+      T tile[kHaloRows * kHaloCols * kStride];  // reflected input tile (x' for conv1)
+      T tap[MICROAST_CHANNELS * kStride];        // one tap's weights [in][out]
+    } in;
+    float out[kRows * kCols * kOutStride];       // the accumulators, once every product is done
+  };
+  BlockSignals sig;
+};
+
+__host__ __device__ inline int blocks_w(int w) { return (w + kCols - 1) / kCols; }
+__host__ __device__ inline int blocks(int h, int w) { return ((h + kRows - 1) / kRows) * blocks_w(w); }
+
+__host__ __device__ inline int tile_y0(int block, int w) { return (block / blocks_w(w)) * kRows; }
+__host__ __device__ inline int tile_x0(int block, int w) { return (block % blocks_w(w)) * kCols; }
+
+// Phase 2, every thread: the input tile with a 1-pixel halo, reflected at the map border (rows and
+// columns past the border of an overhanging tile read a valid pixel; their outputs are not stored),
+// in the map dtype. conv1 reads x' = a * x + b, conv2 reads y3 as stored.
+template <typename T, bool kSecond>
+__host__ __device__ inline void load_tile(Shared<T>& s, int t, int block, int n, const T* in, int h, int w) {
+  const int y0 = tile_y0(block, w), x0 = tile_x0(block, w);
+  const T* src = in + static_cast<long long>(n) * h * w * MICROAST_CHANNELS;
+  for (int i = t; i < kHaloRows * kHaloCols * MICROAST_CHANNELS; i += kThreads) {
+    const int c = i % MICROAST_CHANNELS, p = i / MICROAST_CHANNELS;
+    const int gy = reflect(imin(y0 + p / kHaloCols - 1, h), h), gx = reflect(imin(x0 + p % kHaloCols - 1, w), w);
+    const T v = src[(static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + c];
+    s.in.tile[p * kStride + c] = kSecond ? v : from_float<T>(s.sig.affine_a[c] * to_float(v) + s.sig.affine_b[c]);
+  }
+}
+
+// Phase 3a (per tap), every thread: the tap's packed fp32 weights [in][out], rounded to the map dtype.
+template <typename T>
+__host__ __device__ inline void load_tap(Shared<T>& s, int t, int tap, const float* weight) {
+  const float* src = weight + tap * MICROAST_CHANNELS * MICROAST_CHANNELS;
+  for (int i = t; i < MICROAST_CHANNELS * MICROAST_CHANNELS; i += kThreads)
+    s.in.tap[(i / MICROAST_CHANNELS) * kStride + i % MICROAST_CHANNELS] = from_float<T>(src[i]);
+}
+
+// Phase 3b (per tap), every warp: its row's products for this tap, over the 64 input channels.
+template <typename T>
+__host__ __device__ inline void multiply_tap(const Shared<T>& s, int warp, int tap, warp_mma::Accumulator* acc) {
+  const T* window = s.in.tile + ((warp + tap / 3) * kHaloCols + tap % 3) * kStride;
+  for (int k0 = 0; k0 < MICROAST_CHANNELS; k0 += warp_mma::kSide) {
+    warp_mma::OperandA<T> a;
+    warp_mma::load(a, window + k0, kStride);
+#pragma unroll
+    for (int j = 0; j < kNFrags; ++j) {
+      warp_mma::OperandB<T> b;
+      warp_mma::load(b, s.in.tap + k0 * kStride + j * warp_mma::kSide, kStride);
+      warp_mma::multiply_add(acc[j], a, b);
+    }
+  }
+}
+
+// Phase 4, every warp (after a barrier: the accumulators overwrite the input tile): its row's
+// accumulators to shared memory.
+template <typename T>
+__host__ __device__ inline void store_accumulators(Shared<T>& s, int warp, const warp_mma::Accumulator* acc) {
+#pragma unroll
+  for (int j = 0; j < kNFrags; ++j)
+    warp_mma::store(s.out + warp * kCols * kOutStride + j * warp_mma::kSide, acc[j], kOutStride);
+}
+
+// Phase 5, every thread: the epilogue, consecutive threads on consecutive channels of a pixel (coalesced):
+//   conv1: y3 = relu(w * conv1(x') + b_f * x');   conv2: out = x' + w * conv2(y3) + b_f * y3.
+// The FilterMod term's input is reloaded from global memory (the tile's space now holds the
+// accumulators), as the products saw it: x' rounded to the map dtype, or y3.
+template <typename T, bool kSecond>
+__host__ __device__ inline void epilogue(const Shared<T>& s, int t, int block, int n, const T* in, const T* block_input,
+                                         const float* bias, int h, int w, T* out) {
+  const int y0 = tile_y0(block, w), x0 = tile_x0(block, w);
+  for (int i = t; i < kRows * kCols * MICROAST_CHANNELS; i += kThreads) {
+    const int c = i % MICROAST_CHANNELS, p = i / MICROAST_CHANNELS;
+    const int gy = y0 + p / kCols, gx = x0 + p % kCols;
+    if (gy >= h || gx >= w) continue;
+    const long long o = (static_cast<long long>(n) * h * w + static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + c;
+    const float a = s.sig.affine_a[c], b = s.sig.affine_b[c];
+    float centre = to_float(in[o]);
+    if (!kSecond) centre = to_float(from_float<T>(a * centre + b));
+    float y = s.sig.filt_w[c] * (s.out[p * kOutStride + c] + bias[c]) + s.sig.filt_b[c] * centre;
+    if (kSecond) {
+      y += a * to_float(block_input[o]) + b;  // + x'
+    } else {
+      y = y > 0.f ? y : 0.f;
+    }
+    out[o] = from_float<T>(y);
+  }
+}
+
+}  // namespace resblock_mma
 }  // namespace microast

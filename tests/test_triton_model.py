@@ -18,7 +18,7 @@ triton = pytest.importorskip("triton")
 from microast_fast import MicroAST, MicroASTReference, StyleSignals, dispatch  # noqa: E402
 from microast_fast import triton_backend  # noqa: E402
 
-from reference_check import assert_fp32_matches, reference64  # noqa: E402
+from reference_check import assert_fp32_matches, psnr_8bit, reference64  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -179,14 +179,6 @@ def exact_fp32_reference():
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def psnr_8bit(x, y):
-    """PSNR of the images as the published script saves them: x * 255 + 0.5, clamped, truncated."""
-    def to8(t):
-        return (t.float() * 255 + 0.5).clamp(0, 255).floor()
-    mse = (to8(x) - to8(y)).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
 def photo(h, w, seed=0):
