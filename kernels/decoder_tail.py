@@ -1,21 +1,24 @@
 """Decoder tail (``dec3``): quarter-res 64-channel NHWC map -> the 3-channel NCHW image at 4x.
 
-    bilinear x2, grouped (g=32) 3x3 64->32 + ReLU, 1x1 32->32 + ReLU        (kernel 1, half res)
-    bilinear x2, grouped (g=16) 3x3 32->16 + ReLU, 1x1 16->16 + ReLU,
-    9x9 conv 16->3                                                          (kernel 2, full res)
+    bilinear x2, grouped (g=32) 3x3 64->32 + ReLU, 1x1 32->32 + ReLU        (stage A, half res)
+    bilinear x2, grouped (g=16) 3x3 32->16 + ReLU, 1x1 16->16 + ReLU        (stage B, full res)
+    9x9 conv 16->3                                                          (stage C)
 
-STAGED DESIGN (first step): kernel 1 writes the half-resolution 32-channel map to global memory and
-kernel 2 reads it. The upsampled maps never exist: each 3x3 tap samples its bilinear value from the
-level below at the reflected coordinate (each level reflects at its own border, so a tile's halo at
-level L is the level-L feature at the reflected level-L coordinate).
+One persistent kernel; the 32- and 16-channel maps never exist as maps. Each program walks output
+tiles; for a ``T_H x T_W`` tile it
+  A. computes the 32-channel half-res map on the half-res window the tile reads (``half_window``:
+     ``T/2 + 6`` rows and columns), from the quarter-res input;
+  B. computes the 16-channel full-res map on the tile plus the 4-pixel halo of the 9x9 from A's window;
+  C. runs the 9x9 as 9 ``[pixels, 9 * 16] x [9 * 16, 3]`` GEMMs (one per kernel row) on shifted windows
+     of B's map.
+A and B stage their maps in the program's private scratch slot (``scratch``: reused from tile to tile,
+so it stays in L1/L2; Triton has no addressable shared memory, and a per-program slot between two
+barriers is its portable equivalent). The upsampled maps never exist either: each 3x3 tap samples
+its bilinear value from the level below at the reflected coordinate (each level reflects at its own
+border, so a tile's halo at level L is the level-L feature at the reflected level-L coordinate).
 
-The full-resolution 16-channel map never exists as a whole either. Kernel 2 is persistent: each program
-computes the 16-channel map on its output tile plus the 4-pixel halo of the 9x9 and stages it in a
-private scratch slot (``scratch`` [programs, halo pixels, 16], reused from tile to tile, so it stays in
-L1/L2), then runs the 9x9 as 9 ``[pixels, 9 * 16] x [9 * 16, 3]`` GEMMs (one per kernel row) reading shifted
-windows of it.
-(Triton has no addressable shared memory; a per-program global slot between two barriers is the
-portable equivalent.) The halo costs (T+8)^2 / T^2 of the 16-channel work per T x T tile.
+The price of keeping the maps off DRAM is recomputation at the tile borders: B covers
+``(T + 8)^2 / T^2`` of the tile's pixels, A ``(T/2 + 6)^2 / (T/2)^2`` of its half-res pixels.
 """
 
 from __future__ import annotations
@@ -24,23 +27,40 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect, tile_pixels
+from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
 HALO = tl.constexpr(4)  # the 9x9 output convolution's reach
+# Half-res rows (and columns) a full-res tile of side T reads, beyond T / 2: see ``half_window``.
+HALF_MARGIN = tl.constexpr(6)
 
 
 @triton.jit
-def upsampled_tap(src, qy, qx, h, w, c, C: tl.constexpr, mask):
-    """Bilinear x2 (align_corners=False) values of channels ``c`` of the NHWC map ``src`` [h, w, C] at
-    upsampled pixels (qy, qx) -> [pixels, len(c)] fp32."""
+def half_window(o):
+    """First half-res row (column) that the full-res tile starting at row ``o`` (a multiple of an even
+    tile side) reads. B reads full-res rows ``o - HALO - 1 .. o + T + HALO`` through the 9x9's halo
+    and its own 3x3 tap (reflected: still inside ``[max(o - 5, 0), o + T + 4]``), and bilinear x2 reads
+    half-res rows ``floor(r / 2 - 1/4)`` and one more: from ``(o - 6) / 2`` (or 0) to
+    ``(o + T + 4) / 2``, that is ``T / 2 + HALF_MARGIN`` rows."""
+    return tl.maximum(o - HALO - 2, 0) // 2
+
+
+@triton.jit
+def upsampled_tap(src, origin_y, origin_x, row_pixels, qy, qx, h, w, c, C: tl.constexpr, mask):
+    """Bilinear x2 (align_corners=False) values of channels ``c`` of an ``h x w`` NHWC map at upsampled
+    pixels (qy, qx) -> [pixels, len(c)] fp32. ``src`` holds the map's window from (origin_y, origin_x),
+    ``row_pixels`` pixels per row (the whole map: 0, 0, w)."""
     y0, y1, ly = bilinear_up2_source(qy, h)
     x0, x1, lx = bilinear_up2_source(qx, w)
+    r0 = (y0 - origin_y) * row_pixels
+    r1 = (y1 - origin_y) * row_pixels
+    x0 = x0 - origin_x
+    x1 = x1 - origin_x
     m = mask[:, None]
-    v00 = tl.load(src + (y0 * w + x0)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
-    v01 = tl.load(src + (y0 * w + x1)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
-    v10 = tl.load(src + (y1 * w + x0)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
-    v11 = tl.load(src + (y1 * w + x1)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    v00 = tl.load(src + (r0 + x0)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    v01 = tl.load(src + (r0 + x1)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    v10 = tl.load(src + (r1 + x0)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
+    v11 = tl.load(src + (r1 + x1)[:, None] * C + c[None, :], mask=m, other=0.0).to(tl.float32)
     lx = lx[:, None]
     ly = ly[:, None]
     # PyTorch's order: rows blended first along x, then the two rows along y.
@@ -48,9 +68,11 @@ def upsampled_tap(src, qy, qx, h, w, c, C: tl.constexpr, mask):
 
 
 @triton.jit
-def upsample_grouped_conv_1x1(src, qy, qx, mask, h, w, H_UP, W_UP, wg_ptr, bg_ptr, w1_ptr, b1_ptr,
+def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask, h, w, H_UP, W_UP,
+                              wg_ptr, bg_ptr, w1_ptr, b1_ptr,
                               C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
     """relu(1x1(relu(grouped3x3(up2(src))))) at upsampled pixels (qy, qx) of an H_UP x W_UP level -> [BLOCK, C_OUT] fp32.
+    ``src``: the ``h x w`` level below, or its window (``upsampled_tap``).
 
     The upsampled map never exists: each (tap, channel chunk) step samples it from ``src`` at the
     reflected coordinate. A runtime loop: unrolled, the compiler hoists all 36 gathers and spills."""
@@ -62,7 +84,7 @@ def upsample_grouped_conv_1x1(src, qy, qx, mask, h, w, H_UP, W_UP, wg_ptr, bg_pt
         k0 = (kk % (C_IN // BLOCK_K)) * BLOCK_K
         ty = reflect(qy + (tap // 3 - 1), H_UP)
         tx = reflect(qx + (tap % 3 - 1), W_UP)
-        u = upsampled_tap(src, ty, tx, h, w, k0 + kc, C_IN, mask)
+        u = upsampled_tap(src, origin_y, origin_x, row_pixels, ty, tx, h, w, k0 + kc, C_IN, mask)
         wg = tl.load(wg_ptr + tap * C_IN * C_OUT + (k0 + kc)[:, None] * C_OUT + c_out[None, :])
         acc = tl.dot(u.to(wg.dtype), wg, acc, input_precision="ieee")
     f = tl.maximum(acc + tl.load(bg_ptr + c_out).to(tl.float32)[None, :], 0.0)
@@ -73,54 +95,42 @@ def upsample_grouped_conv_1x1(src, qy, qx, mask, h, w, H_UP, W_UP, wg_ptr, bg_pt
 
 @triton.autotune(
     configs=autotune_configs(
-        [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=4),
-         triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK_K": 16}, num_warps=8)],
-        triton.Config({"TILE_H": 32, "TILE_W": 32, "BLOCK_K": 64}, num_warps=4),
+        # A's fp32 FMA dot on [CHUNK_A, 64] x [64, 32] chunks and C's [pixels, 16] accumulator set the
+        # register budget: 8 warps for up to 64-pixel chunks, 16 for 128 (fewer spill in fp32).
+        [triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
+                       num_warps=8),
+         triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
+                       num_warps=8),
+         triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 128, "CHUNK_B": 128, "BLOCK_K": 16, "BLOCK_K9": 16},
+                       num_warps=16)],
+        triton.Config({"TILE_H": 32, "TILE_W": 32, "CHUNK_A": 512, "CHUNK_B": 2048, "BLOCK_K": 32, "BLOCK_K9": 256},
+                      num_warps=4),
     ),
-    key=["H", "W"],
+    key=["H4", "W4"],
 )
 @triton.jit
-def decoder_tail_half_kernel(
-    x_ptr, wg_ptr, bg_ptr, w1_ptr, b1_ptr, out_ptr, H, W,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_K: tl.constexpr,
+def decoder_tail_kernel(
+    x_ptr, wg1_ptr, bg1_ptr, w1_ptr, b1_ptr, wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, w9_ptr, b9_ptr, out_ptr, scratch_ptr,
+    N, H4, W4,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, CHUNK_A: tl.constexpr, CHUNK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_K9: tl.constexpr,
 ):
-    # grid: (tiles of the half-res map, N). In NHWC [N, H, W, 64], out NHWC [N, 2H, 2W, 32].
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
-    H2 = 2 * H
-    W2 = 2 * W
-    py, px, valid = tile_pixels(tile, H2, W2, TILE_H, TILE_W)
-    f = upsample_grouped_conv_1x1(x_ptr + n.to(tl.int64) * H * W * 64, py, px, valid, H, W, H2, W2,
-                                  wg_ptr, bg_ptr, w1_ptr, b1_ptr, 64, 32, TILE_H * TILE_W, BLOCK_K)
-    c = tl.arange(0, 32)
-    offs = n.to(tl.int64) * H2 * W2 * 32 + (py * W2 + px)[:, None] * 32 + c[None, :]
-    tl.store(out_ptr + offs, f.to(out_ptr.dtype.element_ty), mask=valid[:, None])
-
-
-@triton.autotune(
-    configs=autotune_configs(
-        [triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK": 64, "BLOCK_K": 16, "BLOCK_K9": 16}, num_warps=4),
-         triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK": 128, "BLOCK_K": 16, "BLOCK_K9": 32}, num_warps=8),
-         triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK": 128, "BLOCK_K": 16, "BLOCK_K9": 32}, num_warps=8)],
-        triton.Config({"TILE_H": 32, "TILE_W": 32, "CHUNK": 2048, "BLOCK_K": 32, "BLOCK_K9": 256}, num_warps=4),
-    ),
-    key=["H2", "W2"],
-)
-@triton.jit
-def decoder_tail_full_kernel(
-    x_ptr, wg_ptr, bg_ptr, w1_ptr, b1_ptr, w9_ptr, b9_ptr, out_ptr, scratch_ptr,
-    N, H2, W2,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_K9: tl.constexpr,
-):
-    # Persistent grid: (programs,). In NHWC [N, H2, W2, 32], out NCHW [N, 3, 2*H2, 2*W2].
+    # Persistent grid: (programs,). In NHWC [N, H4, W4, 64], out NCHW [N, 3, 4 * H4, 4 * W4].
+    HALF_H: tl.constexpr = TILE_H // 2 + HALF_MARGIN
+    HALF_W: tl.constexpr = TILE_W // 2 + HALF_MARGIN
+    HALF_PIXELS: tl.constexpr = HALF_H * HALF_W
     HALO_H: tl.constexpr = TILE_H + 2 * HALO
     HALO_W: tl.constexpr = TILE_W + 2 * HALO
     HALO_PIXELS: tl.constexpr = HALO_H * HALO_W
+    H2 = 2 * H4
+    W2 = 2 * W4
     H = 2 * H2
     W = 2 * W2
     tiles_w = tl.cdiv(W, TILE_W)
     tiles_per_image = tl.cdiv(H, TILE_H) * tiles_w
-    slot = scratch_ptr + tl.program_id(0).to(tl.int64) * HALO_PIXELS * 16
+    slot_a = scratch_ptr + tl.program_id(0).to(tl.int64) * (HALF_PIXELS * 32 + HALO_PIXELS * 16)
+    slot_b = slot_a + HALF_PIXELS * 32
+    c32 = tl.arange(0, 32)
     c16 = tl.arange(0, 16)
     p = tl.arange(0, TILE_H * TILE_W)
     b9 = tl.load(b9_ptr + c16).to(tl.float32)
@@ -130,32 +140,43 @@ def decoder_tail_full_kernel(
         tile = work % tiles_per_image
         oy = (tile // tiles_w) * TILE_H
         ox = (tile % tiles_w) * TILE_W
-        src = x_ptr + n.to(tl.int64) * H2 * W2 * 32
-        # The previous tile's 9x9 must have read the slot before it is overwritten.
+        hy0 = half_window(oy)
+        hx0 = half_window(ox)
+        # The previous tile's B and C must have read the slots before they are overwritten.
         tl.debug_barrier()
-        for c0 in range(0, HALO_PIXELS, CHUNK):
-            i = c0 + tl.arange(0, CHUNK)
+        for c0 in range(0, HALF_PIXELS, CHUNK_A):  # A: the half-res window
+            i = c0 + tl.arange(0, CHUNK_A)
+            hy = hy0 + i // HALF_W
+            hx = hx0 + i % HALF_W
+            inside = (i < HALF_PIXELS) & (hy < H2) & (hx < W2)
+            f = upsample_grouped_conv_1x1(x_ptr + n.to(tl.int64) * H4 * W4 * 64, 0, 0, W4, hy, hx, inside,
+                                          H4, W4, H2, W2, wg1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
+            tl.store(slot_a + i[:, None] * 32 + c32[None, :], f.to(scratch_ptr.dtype.element_ty),
+                     mask=inside[:, None])
+        tl.debug_barrier()  # the whole window is written before B reads it
+        for c0 in range(0, HALO_PIXELS, CHUNK_B):  # B: the tile and the 9x9's halo at full res
+            i = c0 + tl.arange(0, CHUNK_B)
             inside = i < HALO_PIXELS
             # the 9x9's reflection padding at the full-res border
             fy = reflect(oy + i // HALO_W - HALO, H)
             fx = reflect(ox + i % HALO_W - HALO, W)
-            f = upsample_grouped_conv_1x1(src, fy, fx, inside, H2, W2, H, W,
-                                          wg_ptr, bg_ptr, w1_ptr, b1_ptr, 32, 16, CHUNK, BLOCK_K)
-            tl.store(slot + i[:, None] * 16 + c16[None, :], f.to(scratch_ptr.dtype.element_ty),
+            f = upsample_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, fy, fx, inside, H2, W2, H, W,
+                                          wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
+            tl.store(slot_b + i[:, None] * 16 + c16[None, :], f.to(scratch_ptr.dtype.element_ty),
                      mask=inside[:, None])
         tl.debug_barrier()  # the whole halo tile is written before any thread reads a shifted window
 
-        ty = p // TILE_W
-        tx = p % TILE_W
-        # With the slot in [pixel][channel] order, the 9 taps x 16 channels of a kernel row are 144
+        # C. With the slot in [pixel][channel] order, the 9 taps x 16 channels of a kernel row are 144
         # consecutive values from the window's first pixel: K = 144 per row, in BLOCK_K9 chunks
         # (weights zero-padded to 256 rows, loads masked past 144).
+        ty = p // TILE_W
+        tx = p % TILE_W
         acc = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
         for kk in range(9 * tl.cdiv(144, BLOCK_K9)):
             ky = kk // tl.cdiv(144, BLOCK_K9)
             j = (kk % tl.cdiv(144, BLOCK_K9)) * BLOCK_K9 + tl.arange(0, BLOCK_K9)
             row = ((ty + ky) * HALO_W + tx) * 16
-            v = tl.load(slot + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
+            v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
             w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
             acc = tl.dot(v, w_row, acc, input_precision="ieee")
         y = acc + b9[None, :]
@@ -190,30 +211,29 @@ def pack_decoder_tail(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[tor
     ]
 
 
+def slot_elements(config: dict) -> int:
+    """Scratch elements one program of ``decoder_tail_kernel`` uses with ``config``: A's 32-channel window
+    and B's 16-channel halo tile."""
+    half = (config["TILE_H"] // 2 + HALF_MARGIN.value) * (config["TILE_W"] // 2 + HALF_MARGIN.value)
+    halo = (config["TILE_H"] + 2 * HALO.value) * (config["TILE_W"] + 2 * HALO.value)
+    return half * 32 + halo * 16
+
+
 def launch_decoder_tail(x: torch.Tensor, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9,
                         programs: int | None = None) -> torch.Tensor:
     """``decoder_tail`` with an optional persistent program count (tests use a small one so that one
     program walks several tiles)."""
     check_map_dtype(x)
     n, h, w, _ = x.shape
-    half = x.new_empty(n, 2 * h, 2 * w, 32)
-
-    def half_grid(meta):
-        return (triton.cdiv(2 * h, meta["TILE_H"]) * triton.cdiv(2 * w, meta["TILE_W"]), n)
-
-    decoder_tail_half_kernel[half_grid](x, wg1, bg1, w1, b1, half, h, w)
-
     out = x.new_empty(n, 3, 4 * h, 4 * w)
     # The program count (and so the scratch) is fixed before the autotuner picks a tile: size the
-    # slots for the largest halo tile of any config, the count for the smallest tile.
-    configs = [c.kwargs for c in decoder_tail_full_kernel.configs]
-    halo = HALO.value
-    slot_pixels = max((c["TILE_H"] + 2 * halo) * (c["TILE_W"] + 2 * halo) for c in configs)
+    # slots for the largest of any config, the count for the smallest tile.
+    configs = [c.kwargs for c in decoder_tail_kernel.configs]
     if programs is None:
         smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
         programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest))
-    scratch = x.new_empty(programs, slot_pixels, 16)
-    decoder_tail_full_kernel[(programs,)](half, wg2, bg2, w2, b2, w9, b9, out, scratch, n, 2 * h, 2 * w)
+    scratch = x.new_empty(programs, max(slot_elements(c) for c in configs))
+    decoder_tail_kernel[(programs,)](x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9, out, scratch, n, h, w)
     return out
 
 

@@ -34,7 +34,7 @@ SMEM_LIMIT_BY_ARCH = {80: 163 * 1024, 90: 227 * 1024}
 # Kernels whose spills would cost real time: they run per content pixel.
 HOT = {
     "resblock_conv3x3_kernel", "encoder_head_half_kernel", "encoder_head_quarter_kernel",
-    "decoder_tail_half_kernel", "decoder_tail_full_kernel",
+    "decoder_tail_kernel",
 }
 
 # Pointer arguments that are fp32 whatever the map dtype (statistics, partials, alpha, fp32-packed
@@ -44,7 +44,7 @@ FP32_POINTERS = {
     "instance_stats_merge_kernel": {"part_ptr", "mean_ptr", "std_ptr"},
     "resblock_conv3x3_kernel": {"part_ptr", "x_mean_ptr", "x_std_ptr", "s_mean_ptr", "s_std_ptr", "alpha_ptr"},
     "modulator_pool_kernel": {"w_ptr", "b_ptr", "out_ptr"},
-    "decoder_tail_full_kernel": {"b9_ptr"},
+    "decoder_tail_kernel": {"b9_ptr"},
 }
 FLOAT_SCALARS = {"eps"}
 
@@ -63,8 +63,7 @@ KERNELS = [
     ("filtermod_resblock", "resblock_conv3x3_kernel", [dict(v, C=64) for v in RESBLOCK_VARIANTS]),
     ("encoder_head", "encoder_head_half_kernel", [{}]),
     ("encoder_head", "encoder_head_quarter_kernel", [{}]),
-    ("decoder_tail", "decoder_tail_half_kernel", [{}]),
-    ("decoder_tail", "decoder_tail_full_kernel", [{}]),
+    ("decoder_tail", "decoder_tail_kernel", [{}]),
     ("modulator_pool", "modulator_pool_kernel", [dict(C=64)]),
 ]
 

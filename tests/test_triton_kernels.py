@@ -142,10 +142,11 @@ def test_encoder_head_takes_strided_images(ref):
 
 
 # --- decoder tail ------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1)])
+@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1), (17, 18, None)])
 def test_decoder_tail(ref, h, w, programs):
     """(9, 5) gives a 36x20 output: two 32x32 tiles per sample; programs=1 walks all four tiles of
-    the batch in one persistent program, reusing its scratch slot."""
+    the batch in one persistent program, reusing its scratch slots. (17, 18): 68x72, 3x3 tiles, so
+    interior tiles whose half-res windows (and 9x9 halos) touch no border in either direction."""
     dec3 = ref.decoder.dec3
     x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
     out = tail.launch_decoder_tail(nhwc(x), *tail.pack_decoder_tail(dec3, torch.float32), programs=programs)
