@@ -92,10 +92,9 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
                                     fp32(wg2, "wg2", x), fp32(bg2, "bg2", x), fp32(w2, "w2", x), fp32(b2, "b2", x),
                                     fp32(w9, "w9", x), fp32(b9, "b9", x)};
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
-  at::Tensor half = at::empty({n, 2 * h, 2 * w, 32}, x.options());
   at::Tensor out = at::empty({n, 3, 4 * h, 4 * w}, x.options());
   C10_CUDA_CHECK(microast_decoder_tail(map_dtype(x), x.data_ptr(), weights, static_cast<int>(n), static_cast<int>(h),
-                                       static_cast<int>(w), half.data_ptr(), out.data_ptr(),
+                                       static_cast<int>(w), out.data_ptr(),
                                        c10::cuda::getCurrentCUDAStream()));
   return out;
 }

@@ -19,6 +19,6 @@ for arch in 80 90; do
             -c "$cu" -o "$out/${cu%.cu}_sm$arch.o" 2> "$log" || { cat "$log" >&2; exit 1; }
         summary=$(grep -E "Used [0-9]+ registers" "$log" | sed -E 's/.*Used ([0-9]+) registers.*/\1/' | sort -n | tail -1)
         smem=$(grep -oE "[0-9]+ bytes smem" "$log" | sort -n | tail -1 || true)
-        echo "sm_$arch $cu: ok, at most $summary registers, ${smem:-0 bytes smem}, no spills"
+        echo "sm_$arch $cu: ok, at most $summary registers, ${smem:-0 bytes smem} static (dynamic: see the kernel), no spills"
     done
 done

@@ -1,11 +1,15 @@
-// The decoder tail's kernel bodies as phases of (block, thread); decoder_tail.cu runs them on the
-// device, host_emulation.cpp on the host. Two kernels:
-//   half:  quarter map [n, h, w, 64] -> half map [n, 2h, 2w, 32]: bilinear x2, grouped (g=32) 3x3 + ReLU,
-//          1x1 32->32 + ReLU; one thread per half-res pixel, the upsampled map sampled at each tap.
-//   full:  half map -> image [n, 3, 4h, 4w] (NCHW): bilinear x2, grouped (g=16) 3x3 + ReLU, 1x1 16->16 +
-//          ReLU into shared memory for a 16x16 output tile and its 4-pixel halo (phase 1), then the
-//          9x9 16->3 from there (phase 2). The 16-channel full-resolution map never leaves the block.
-// Each level reflects at its own border; weights are the PyTorch layouts, fp32.
+// The decoder tail's kernel body as phases of (block, thread); decoder_tail.cu runs them as one kernel,
+// host_emulation.cpp on the host. A block makes a 16x16 tile of the image [n, 3, 4h, 4w] (NCHW) from the
+// quarter map [n, h, w, 64]; neither intermediate map leaves the block:
+//   phase 1: the half-res window the tile reads (14x14 pixels: the 9x9's halo, the full-res 3x3 tap and
+//            the bilinear pair, see half_window), bilinear x2, grouped (g=32) 3x3 + ReLU, 1x1 32->32 +
+//            ReLU, into shared memory in the map dtype (as the reference rounds it);
+//   phase 2: the tile and the 9x9's 4-pixel halo at full res (24x24): bilinear x2 of the window, grouped
+//            (g=16) 3x3 + ReLU, 1x1 16->16 + ReLU, into shared memory in fp32;
+//   phase 3: the 9x9 16->3 at each output pixel.
+// The upsampled maps never exist: each 3x3 tap samples its bilinear value from the level below. Each
+// level reflects at its own border; weights are the PyTorch layouts, fp32. Windows overlap: phase 1
+// computes 14^2 / 8^2 = 3.1x the half-res pixels, phase 2 24^2 / 16^2 = 2.25x the full-res ones.
 #pragma once
 
 #include "dtype_util.cuh"
@@ -15,13 +19,38 @@ namespace microast {
 namespace tail {
 
 constexpr int kThreads = 256;
-constexpr int kTile = 16;                 // full kernel: output tile side
+constexpr int kTile = 16;                 // output tile side
 constexpr int kReach = 4;                 // the 9x9's halo
 constexpr int kSpan = kTile + 2 * kReach;  // 24: full-res pixels a side staged in shared memory
 constexpr int kF = 16;                     // channels of the full-resolution map
+constexpr int kH = 32;                     // channels of the half-resolution map
+// Half-res pixels a side of the window: full-res rows oy - 5 .. oy + kTile + 4 (the 9x9's halo, then
+// the 3x3 tap; reflected rows stay inside) read half-res rows floor(r / 2 - 1/4) and one more.
+constexpr int kWin = kTile / 2 + 6;
+constexpr int kHStride = kH + 1;  // window elements per pixel: threads on different pixels hit different banks
 
+template <typename T>
 struct Shared {
+  T window[kWin * kWin * kHStride];  // the half-res window, in the map dtype
   float f[kSpan * kSpan * kF];
+};
+
+// 62.7 KB in fp32, 49.8 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
+// 163 KB a block may use on sm_80.
+static_assert(sizeof(Shared<float>) <= 163 * 1024, "the decoder tail's shared memory exceeds sm_80's per-block limit");
+
+// First half-res row (column) of the window of the tile starting at full-res row (column) o.
+__host__ __device__ inline int half_window(int o) { return (o - kReach - 2 > 0 ? o - kReach - 2 : 0) / 2; }
+
+// An NHWC level, or the window of it held from pixel (y0, x0) with row_pixels pixels a row and
+// pixel_stride elements a pixel.
+template <typename T>
+struct LevelView {
+  const T* p;
+  int y0, x0, row_pixels, pixel_stride;
+  __host__ __device__ const T* at(int y, int x) const {
+    return p + (static_cast<long long>(y - y0) * row_pixels + (x - x0)) * pixel_stride;
+  }
 };
 
 __host__ __device__ inline int tiles_w(int w, int tile) { return (w + tile - 1) / tile; }
@@ -36,13 +65,16 @@ __host__ __device__ inline void up2_source(int o, int n, int& i0, int& i1, float
 }
 
 // relu(1x1(relu(grouped3x3(up2(src))))) at pixel (y, x) of the upsampled level (size 2*sh x 2*sw).
-// src [sh, sw, 2 * COUT] in T; grouped weight [COUT][2][3][3]; 1x1 [COUT][COUT]. -> f[COUT]
+// src: the sh x sw level below (2 * COUT channels, T), or the window of it that the taps read; grouped
+// weight [COUT][2][3][3]; 1x1 [COUT][COUT]. -> f[COUT]
 template <typename T, int COUT>
-__host__ __device__ inline void upsample_grouped_1x1(const T* src, int sh, int sw, int y, int x, const float* wg,
-                                                     const float* bg, const float* w1, const float* b1, float* f) {
+__host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, int sh, int sw, int y, int x,
+                                                     const float* wg, const float* bg, const float* w1,
+                                                     const float* b1, float* f) {
   constexpr int CIN = 2 * COUT;
   const int uh = 2 * sh, uw = 2 * sw;
   float g[COUT];
+  #pragma unroll
   for (int co = 0; co < COUT; ++co) g[co] = bg[co];
   for (int tap = 0; tap < 9; ++tap) {
     const int ty = reflect(y + tap / 3 - 1, uh), tx = reflect(x + tap % 3 - 1, uw);
@@ -50,58 +82,67 @@ __host__ __device__ inline void upsample_grouped_1x1(const T* src, int sh, int s
     float ly, lx;
     up2_source(ty, sh, y0, y1, ly);
     up2_source(tx, sw, x0, x1, lx);
-    const T* r0 = src + static_cast<long long>(y0) * sw * CIN;
-    const T* r1 = src + static_cast<long long>(y1) * sw * CIN;
+    const T *p00 = src.at(y0, x0), *p01 = src.at(y0, x1), *p10 = src.at(y1, x0), *p11 = src.at(y1, x1);
+    #pragma unroll
     for (int c = 0; c < CIN; ++c) {
-      const float top = (1.f - lx) * to_float(r0[x0 * CIN + c]) + lx * to_float(r0[x1 * CIN + c]);
-      const float bottom = (1.f - lx) * to_float(r1[x0 * CIN + c]) + lx * to_float(r1[x1 * CIN + c]);
+      const float top = (1.f - lx) * to_float(p00[c]) + lx * to_float(p01[c]);
+      const float bottom = (1.f - lx) * to_float(p10[c]) + lx * to_float(p11[c]);
       const float u = (1.f - ly) * top + ly * bottom;
       g[c / 2] = fmaf(wg[((c / 2) * 2 + c % 2) * 9 + tap], u, g[c / 2]);
     }
   }
+  #pragma unroll
   for (int co = 0; co < COUT; ++co) g[co] = g[co] > 0.f ? g[co] : 0.f;
+  #pragma unroll
   for (int co = 0; co < COUT; ++co) {
     float acc = b1[co];
+    #pragma unroll
     for (int ci = 0; ci < COUT; ++ci) acc = fmaf(w1[co * COUT + ci], g[ci], acc);
     f[co] = acc > 0.f ? acc : 0.f;
   }
 }
 
-// Half kernel, one phase: thread t of block `block` (kThreads half-res pixels a block).
-template <typename T>
-__host__ __device__ inline void half_pixel(int t, int block, int n, const T* x, int h, int w, const MicroastTailWeights& wt,
-                                           T* half) {
-  const long long pixel = static_cast<long long>(block) * kThreads + t;
-  const int hh = 2 * h, hw = 2 * w;
-  if (pixel >= static_cast<long long>(hh) * hw) return;
-  const int y = static_cast<int>(pixel / hw), xx = static_cast<int>(pixel % hw);
-  float f[32];
-  upsample_grouped_1x1<T, 32>(x + static_cast<long long>(n) * h * w * 64, h, w, y, xx, wt.wg1, wt.bg1, wt.w1, wt.b1, f);
-  T* o = half + (static_cast<long long>(n) * hh * hw + pixel) * 32;
-  for (int c = 0; c < 32; ++c) o[c] = from_float<T>(f[c]);
-}
+__host__ __device__ inline int tile_y0(int block, int W) { return (block / tiles_w(W, kTile)) * kTile; }
+__host__ __device__ inline int tile_x0(int block, int W) { return (block % tiles_w(W, kTile)) * kTile; }
 
-// Full kernel, phase 1, every thread: its share of the 24x24 staged pixels (reflected at the image border
-// for the 9x9's padding; rows past an overhanging tile read a valid row, their outputs are not stored).
+// Phase 1, every thread: its share of the half-res window. Window pixels past the map's edge (an
+// overhanging tile's) are never read and not computed.
 template <typename T>
-__host__ __device__ inline void stage_full(Shared& s, int t, int block, int n, const T* half, int h2, int w2,
+__host__ __device__ inline void stage_half(Shared<T>& s, int t, int block, int n, const T* x, int h, int w,
                                            const MicroastTailWeights& wt) {
-  const int H = 2 * h2, W = 2 * w2;
-  const int oy = (block / tiles_w(W, kTile)) * kTile, ox = (block % tiles_w(W, kTile)) * kTile;
-  const T* src = half + static_cast<long long>(n) * h2 * w2 * 32;
-  for (int i = t; i < kSpan * kSpan; i += kThreads) {
-    const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
-    const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);
-    upsample_grouped_1x1<T, kF>(src, h2, w2, fy, fx, wt.wg2, wt.bg2, wt.w2, wt.b2, s.f + i * kF);
+  const int hy0 = half_window(tile_y0(block, 4 * w)), hx0 = half_window(tile_x0(block, 4 * w));
+  const LevelView<T> quarter{x + static_cast<long long>(n) * h * w * 64, 0, 0, w, 64};
+  for (int i = t; i < kWin * kWin; i += kThreads) {
+    const int y = hy0 + i / kWin, xx = hx0 + i % kWin;
+    if (y >= 2 * h || xx >= 2 * w) continue;
+    float f[kH];
+    upsample_grouped_1x1<T, kH>(quarter, h, w, y, xx, wt.wg1, wt.bg1, wt.w1, wt.b1, f);
+    #pragma unroll
+    for (int c = 0; c < kH; ++c) s.window[i * kHStride + c] = from_float<T>(f[c]);
   }
 }
 
-// Full kernel, phase 2, every thread: the 9x9 16->3 at one output pixel of the tile.
+// Phase 2, every thread: its share of the 24x24 staged full-res pixels (reflected at the image border
+// for the 9x9's padding; rows past an overhanging tile read a valid row, their outputs are not stored),
+// from the window.
 template <typename T>
-__host__ __device__ inline void conv9x9(const Shared& s, int t, int block, int n, int h2, int w2,
+__host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h2, int w2, const MicroastTailWeights& wt) {
+  const int H = 2 * h2, W = 2 * w2;
+  const int oy = tile_y0(block, W), ox = tile_x0(block, W);
+  const LevelView<T> window{s.window, half_window(oy), half_window(ox), kWin, kHStride};
+  for (int i = t; i < kSpan * kSpan; i += kThreads) {
+    const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
+    const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);
+    upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.bg2, wt.w2, wt.b2, s.f + i * kF);
+  }
+}
+
+// Phase 3, every thread: the 9x9 16->3 at one output pixel of the tile.
+template <typename T>
+__host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                         const MicroastTailWeights& wt, T* out) {
   const int H = 2 * h2, W = 2 * w2;
-  const int oy = (block / tiles_w(W, kTile)) * kTile, ox = (block % tiles_w(W, kTile)) * kTile;
+  const int oy = tile_y0(block, W), ox = tile_x0(block, W);
   const int ty = t / kTile, tx = t % kTile;
   if (oy + ty >= H || ox + tx >= W) return;
   float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
@@ -119,10 +160,7 @@ __host__ __device__ inline void conv9x9(const Shared& s, int t, int block, int n
   }
 }
 
-__host__ __device__ inline int half_blocks(int h, int w) {
-  return static_cast<int>((4LL * h * w + kThreads - 1) / kThreads);
-}
-__host__ __device__ inline int full_blocks(int h, int w) {
+__host__ __device__ inline int blocks(int h, int w) {
   return ((4 * h + kTile - 1) / kTile) * tiles_w(4 * w, kTile);
 }
 

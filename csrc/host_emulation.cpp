@@ -88,16 +88,13 @@ void emulate_resblock(const void* x, const float* w1, const float* b1, const flo
 }
 
 template <typename T>
-void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int h, int w, void* half, void* out) {
+void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int h, int w, void* out) {
   using namespace microast::tail;
-  for (int b = 0; b < n; ++b)
-    for (int block = 0; block < half_blocks(h, w); ++block)
-      for (int t = 0; t < kThreads; ++t)
-        half_pixel<T>(t, block, b, static_cast<const T*>(x), h, w, weights, static_cast<T*>(half));
-  auto s = std::make_unique<Shared>();
+  auto s = std::make_unique<Shared<T>>();
   for (int b = 0; b < n; ++b) {
-    for (int block = 0; block < full_blocks(h, w); ++block) {
-      for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, b, static_cast<const T*>(half), 2 * h, 2 * w, weights);
+    for (int block = 0; block < blocks(h, w); ++block) {
+      for (int t = 0; t < kThreads; ++t) stage_half<T>(*s, t, block, b, static_cast<const T*>(x), h, w, weights);
+      for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, 2 * h, 2 * w, weights);
       for (int t = 0; t < kThreads; ++t) conv9x9<T>(*s, t, block, b, 2 * h, 2 * w, weights, static_cast<T*>(out));
     }
   }
@@ -130,10 +127,10 @@ extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* im
 }
 
 extern "C" int microast_emulate_decoder_tail(MicroastDtype dtype, const void* x, const float* const* weights, int n, int h,
-                                             int w, void* half, void* out) {
+                                             int w, void* out) {
   const MicroastTailWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
                                weights[5], weights[6], weights[7], weights[8], weights[9]};
-  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_tail<decltype(tag)>(x, wt, n, h, w, half, out); });
+  const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_tail<decltype(tag)>(x, wt, n, h, w, out); });
   return known ? 0 : 1;
 }
 

@@ -46,14 +46,14 @@ cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w
                               void* scratch, void* out, cudaStream_t stream);
 
 // The decoder tail (dec3) from the quarter-res map x [n, h, w, 64] to the image out [n, 3, 4h, 4w]
-// (NCHW, x's dtype), through the half-res map ``half`` [n, 2h, 2w, 32] (scratch, x's dtype). Weights in
+// (NCHW, x's dtype), one kernel: the 32- and 16-channel maps exist only per tile, in shared memory. Weights in
 // PyTorch layouts, fp32: grouped 3x3 [32, 2, 3, 3], 1x1 [32, 32], grouped 3x3 [16, 2, 3, 3],
 // 1x1 [16, 16], 9x9 [3, 16, 9, 9], and their biases.
 struct MicroastTailWeights {
   const float *wg1, *bg1, *w1, *b1, *wg2, *bg2, *w2, *b2, *w9, *b9;
 };
 cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTailWeights weights, int n, int h,
-                                  int w, void* half, void* out, cudaStream_t stream);
+                                  int w, void* out, cudaStream_t stream);
 
 // The encoder head (enc1 up to its residual layer) from the image [n, 3, H, W] (NCHW, contiguous) to the
 // quarter-res map out [n, ceil(H/4), ceil(W/4), 64], through the half-res map ``half``
