@@ -12,6 +12,8 @@
 // computes 14^2 / 8^2 = 3.1x the half-res pixels, phase 2 24^2 / 16^2 = 2.25x the full-res ones.
 #pragma once
 
+#include <cassert>
+
 #include "dtype_util.cuh"
 #include "microast_kernels.h"
 
@@ -42,13 +44,16 @@ static_assert(sizeof(Shared<float>) <= 163 * 1024, "the decoder tail's shared me
 // First half-res row (column) of the window of the tile starting at full-res row (column) o.
 __host__ __device__ inline int half_window(int o) { return (o - kReach - 2 > 0 ? o - kReach - 2 : 0) / 2; }
 
-// An NHWC level, or the window of it held from pixel (y0, x0) with row_pixels pixels a row and
-// pixel_stride elements a pixel.
+// An NHWC level, or the window of it held from pixel (y0, x0): rows x row_pixels pixels of
+// pixel_stride elements. The host emulation checks every read against the window's bounds.
 template <typename T>
 struct LevelView {
   const T* p;
-  int y0, x0, row_pixels, pixel_stride;
+  int y0, x0, rows, row_pixels, pixel_stride;
   __host__ __device__ const T* at(int y, int x) const {
+#ifndef __CUDA_ARCH__
+    assert(y >= y0 && y < y0 + rows && x >= x0 && x < x0 + row_pixels);
+#endif
     return p + (static_cast<long long>(y - y0) * row_pixels + (x - x0)) * pixel_stride;
   }
 };
@@ -111,7 +116,7 @@ template <typename T>
 __host__ __device__ inline void stage_half(Shared<T>& s, int t, int block, int n, const T* x, int h, int w,
                                            const MicroastTailWeights& wt) {
   const int hy0 = half_window(tile_y0(block, 4 * w)), hx0 = half_window(tile_x0(block, 4 * w));
-  const LevelView<T> quarter{x + static_cast<long long>(n) * h * w * 64, 0, 0, w, 64};
+  const LevelView<T> quarter{x + static_cast<long long>(n) * h * w * 64, 0, 0, h, w, 64};
   for (int i = t; i < kWin * kWin; i += kThreads) {
     const int y = hy0 + i / kWin, xx = hx0 + i % kWin;
     if (y >= 2 * h || xx >= 2 * w) continue;
@@ -129,7 +134,7 @@ template <typename T>
 __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h2, int w2, const MicroastTailWeights& wt) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
-  const LevelView<T> window{s.window, half_window(oy), half_window(ox), kWin, kHStride};
+  const LevelView<T> window{s.window, half_window(oy), half_window(ox), kWin, kWin, kHStride};
   for (int i = t; i < kSpan * kSpan; i += kThreads) {
     const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
     const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);

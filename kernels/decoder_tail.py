@@ -157,9 +157,11 @@ def decoder_tail_kernel(
         for c0 in range(0, HALO_PIXELS, CHUNK_B):  # B: the tile and the 9x9's halo at full res
             i = c0 + tl.arange(0, CHUNK_B)
             inside = i < HALO_PIXELS
-            # the 9x9's reflection padding at the full-res border
-            fy = reflect(oy + i // HALO_W - HALO, H)
-            fx = reflect(ox + i % HALO_W - HALO, W)
+            # The 9x9's reflection padding at the full-res border. Rows (columns) of an overhanging tile
+            # beyond the reflected halo are clamped first: reflected, they would land outside A's
+            # window (their outputs are not stored, but their reads must stay in the slot).
+            fy = reflect(tl.minimum(oy + i // HALO_W - HALO, H + HALO - 1), H)
+            fx = reflect(tl.minimum(ox + i % HALO_W - HALO, W + HALO - 1), W)
             f = upsample_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, fy, fx, inside, H2, W2, H, W,
                                           wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
             tl.store(slot_b + i[:, None] * 16 + c16[None, :], f.to(scratch_ptr.dtype.element_ty),
@@ -220,9 +222,10 @@ def slot_elements(config: dict) -> int:
 
 
 def launch_decoder_tail(x: torch.Tensor, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9,
-                        programs: int | None = None) -> torch.Tensor:
+                        programs: int | None = None, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """``decoder_tail`` with an optional persistent program count (tests use a small one so that one
-    program walks several tiles)."""
+    program walks several tiles) and scratch (tests pass a poisoned one, to catch reads of anything a
+    program did not write)."""
     check_map_dtype(x)
     n, h, w, _ = x.shape
     out = x.new_empty(n, 3, 4 * h, 4 * w)
@@ -232,7 +235,8 @@ def launch_decoder_tail(x: torch.Tensor, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9,
     if programs is None:
         smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
         programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest))
-    scratch = x.new_empty(programs, max(slot_elements(c) for c in configs))
+    if scratch is None:
+        scratch = x.new_empty(programs, max(slot_elements(c) for c in configs))
     decoder_tail_kernel[(programs,)](x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9, out, scratch, n, h, w)
     return out
 

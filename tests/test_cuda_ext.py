@@ -238,6 +238,66 @@ def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
     torch.testing.assert_close(out.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
 
+# The CUDA kernels (run on the host) against the Triton kernels (run in the interpreter), on the same
+# inputs in the same dtype: two independent implementations of each op. fp32 must agree to the noise
+# floor; fp16 maps differ by where each rounds its stored intermediates. Measured max abs differences
+# in fp16 (bf16 is not compared: the interpreter has no bf16 arithmetic): resblock 7.8e-3 (outputs up
+# to 16: one fp16 step), tail 6.1e-4 (outputs up to 0.9), head 2.0e-4 (outputs up to 0.12).
+CROSS_FP16_ATOL = {"resblock": 1.6e-2, "tail": 1.2e-3, "head": 4e-4}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
+    import ctypes
+
+    pytest.importorskip("triton")
+    from microast_fast import cuda_backend, torch_backend
+    from microast_fast.kernels import decoder_tail, encoder_head, filtermod_resblock
+
+    def check(got, expected, op):
+        atol = 1e-5 if dtype == torch.float32 else CROSS_FP16_ATOL[op]
+        torch.testing.assert_close(got.float(), expected.float(), rtol=0, atol=atol, msg=lambda m: f"{op}: {m}")
+
+    model = MicroAST.from_pretrained(backend="torch", dtype=dtype)
+    g = torch.Generator().manual_seed(5)
+    n, h, w = 2, 19, 23  # 3x2 tensor-core tiles, 3x3 exact ones; both partial at the edges
+
+    block = model.decoder.dec1
+    x = (torch.randn(n, h, w, 64, generator=g) * 2 + 0.5).to(dtype)
+    s_mean, s_std = torch.randn(n, 64, generator=g), torch.rand(n, 64, generator=g) + 0.5
+    fw, fb = torch.randn(n, 64, generator=g) * 0.5 + 1, torch.randn(n, 64, generator=g) * 0.2
+    alpha = torch.tensor([0.7, 0.2])
+    mean, std = (t.reshape(n, 64).contiguous() for t in torch_backend.instance_stats(x.float().permute(0, 3, 1, 2)))
+    w1, b1 = cuda_backend.pack_conv3x3(block.conv1)
+    w2, b2 = cuda_backend.pack_conv3x3(block.conv2)
+    scratch, out = torch.empty_like(x), torch.empty_like(x)
+    assert emulation.microast_emulate_resblock(
+        DTYPE_CODES[dtype], ptr(x), ptr(w1), ptr(b1), ptr(w2), ptr(b2), ptr(mean), ptr(std), ptr(s_mean), ptr(s_std), n,
+        ptr(alpha), n, ptr(fw), ptr(fb), n, n, h, w, ptr(scratch), ptr(out)) == 0
+    conv1, conv2 = block.conv1.conv_layer, block.conv2.conv_layer
+    expected, _, _ = filtermod_resblock.filtermod_resblock(
+        x, filtermod_resblock.pack_conv3x3_weight(conv1.weight, dtype), conv1.bias,
+        filtermod_resblock.pack_conv3x3_weight(conv2.weight, dtype), conv2.bias,
+        mean, std, s_mean, s_std, alpha, fw.to(dtype), fb.to(dtype), False)
+    check(out, expected, "resblock")
+
+    x = (torch.randn(1, 9, 12, 64, generator=g).abs() * 4).to(dtype)  # a 36x48 image: 3x3 tiles of 16
+    weights = cuda_backend.tail_weights(model)
+    out = torch.empty(1, 3, 36, 48, dtype=dtype)
+    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    assert emulation.microast_emulate_decoder_tail(DTYPE_CODES[dtype], ptr(x), table, 1, 9, 12, ptr(out)) == 0
+    check(out, decoder_tail.decoder_tail(x, *decoder_tail.pack_decoder_tail(model.decoder.dec3, dtype)), "tail")
+
+    image = torch.rand(1, 3, 37, 70, generator=g).to(dtype)
+    weights = cuda_backend.head_weights(model.content_encoder)
+    half, out = torch.empty(1, 19, 35, 32, dtype=dtype), torch.empty(1, 10, 18, 64, dtype=dtype)
+    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    assert emulation.microast_emulate_encoder_head(DTYPE_CODES[dtype], ptr(image), table, 1, 37, 70, ptr(half),
+                                                   ptr(out)) == 0
+    check(out, encoder_head.encoder_head(image, *encoder_head.pack_encoder_head(model.content_encoder.enc1, dtype)),
+          "head")
+
+
 class HostKernelOps:
     """The extension's ops with the CUDA kernels' own bodies run on the host, in the maps' dtype."""
 

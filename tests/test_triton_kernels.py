@@ -9,6 +9,7 @@ Shapes are chosen against the interpreter's tile sizes (16x16 at quarter resolut
 full resolution) so that maps span several tiles, partial tiles and both reflection borders.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,10 +147,22 @@ def test_encoder_head_takes_strided_images(ref):
 def test_decoder_tail(ref, h, w, programs):
     """(9, 5) gives a 36x20 output: two 32x32 tiles per sample; programs=1 walks all four tiles of
     the batch in one persistent program, reusing its scratch slots. (17, 18): 68x72, 3x3 tiles, so
-    interior tiles whose half-res windows (and 9x9 halos) touch no border in either direction."""
+    interior tiles whose half-res windows (and 9x9 halos) touch no border in either direction.
+
+    The scratch is poisoned with inf, with inf guard bands around it, and numpy raises on invalid
+    values: a read of anything the program did not write this tile (another slot, outside the
+    buffer, a stale window row) turns into inf * 0 or inf - inf and fails the test."""
     dec3 = ref.decoder.dec3
     x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
-    out = tail.launch_decoder_tail(nhwc(x), *tail.pack_decoder_tail(dec3, torch.float32), programs=programs)
+    operands = tail.pack_decoder_tail(dec3, torch.float32)
+    if programs is None:
+        programs = 2 * triton.cdiv(16 * h * w, 32 * 32)  # one tile a program (the interpreter's 32x32)
+    slot = max(tail.slot_elements(c.kwargs) for c in tail.decoder_tail_kernel.configs)
+    guard = 64 * slot
+    poisoned = torch.full((programs * slot + 2 * guard,), float("inf"), device=DEVICE)
+    scratch = poisoned[guard:guard + programs * slot].view(programs, slot)
+    with np.errstate(invalid="raise"):
+        out = tail.launch_decoder_tail(nhwc(x), *operands, programs=programs, scratch=scratch)
     assert_close(out, dec3(x), f"decoder tail {h}x{w}")
 
 
