@@ -78,9 +78,9 @@ def _packed(model) -> dict:
 def _encode(packed_encoder, image: torch.Tensor, stats_f0: bool):
     """``(f0, f1, f0 statistics or empty, f1 statistics)``; maps NHWC."""
     head, block1, block2 = packed_encoder
-    x = encoder_head(image, *head)
     plain = (None,) * 7
-    f0, mean0, std0 = filtermod_resblock(x, *block1, *plain, stats_f0)
+    # The head's map is dropped as soon as block 1 is done: at most three quarter-res maps live at once.
+    f0, mean0, std0 = filtermod_resblock(encoder_head(image, *head), *block1, *plain, stats_f0)
     f1, mean1, std1 = filtermod_resblock(f0, *block2, *plain, True)
     return f0, f1, (mean0, std0), (mean1, std1)
 
