@@ -39,7 +39,8 @@ HALF_MARGIN = tl.constexpr(6)
 def half_window(o):
     """First half-res row (column) that the full-res tile starting at row ``o`` (a multiple of an even
     tile side) reads. B reads full-res rows ``o - HALO - 1 .. o + T + HALO`` through the 9x9's halo
-    and its own 3x3 tap (reflected: still inside ``[max(o - 5, 0), o + T + 4]``), and bilinear x2 reads
+    and its own 3x3 tap (reflected, an overhanging tile's far rows clamped first: still inside
+    ``[max(o - 5, 0), o + T + 4]``), and bilinear x2 reads
     half-res rows ``floor(r / 2 - 1/4)`` and one more: from ``(o - 6) / 2`` (or 0) to
     ``(o + T + 4) / 2``, that is ``T / 2 + HALF_MARGIN`` rows."""
     return tl.maximum(o - HALO - 2, 0) // 2
