@@ -66,7 +66,13 @@ def _pack(model) -> dict:
 def _packed(model) -> dict:
     if torch.compiler.is_compiling():
         return _pack(model)  # traced once into the graph; no Python cache to guard on
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+    params = list(model.parameters())
+    if any(p.is_inference() for p in params):
+        # Parameters made under torch.inference_mode() have no version counter to key the cache on
+        # (they can still be updated in place there): pack per call, a few small copies.
+        with torch.no_grad():
+            return _pack(model)
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     hit = _PACKED.get(model)
     if hit is None or hit[0] != key:
         with torch.no_grad():

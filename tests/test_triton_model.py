@@ -127,9 +127,21 @@ def test_batch_with_distinct_styles_and_alphas(fast, ref, ref64):
 
 
 def test_streaming_in_tiles(ref, ref64):
-    """The tiled executor with the Triton kernels as its stages: tile borders inside every pass."""
+    """The tiled executor with the Triton kernels as its stages: each tile's output is cut from its own
+    patch, the patches' origins and scales as the stages map them. On this 7x8 quarter-res map the
+    halos reach the border; halos that stop short inside the map are tested with the cuda stages
+    (test_cuda_ext.py) and the torch ones, which run the same layers: here that would take minutes in
+    the interpreter."""
     tiled = MicroAST.from_pretrained(backend="triton", device=DEVICE, tile_size=4)
     check(tiled, ref, ref64, images(8, 2, 26, 30), images(9, 1, 12, 10), [0.9, 0.4], "tiles of 4")
+
+
+def test_model_made_under_inference_mode(ref, ref64):
+    """Parameters created under torch.inference_mode() are inference tensors, without the version
+    counter that keys the packed-operand cache."""
+    with torch.inference_mode():
+        model = MicroAST.from_pretrained(backend="triton", device=DEVICE)
+    check(model, ref, ref64, images(10, 1, 9, 11), images(11, 1, 8, 8), 0.7, "made under inference_mode")
 
 
 def test_style_broadcast(fast, ref, ref64):
