@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from . import cuda_ext, torch_backend
-from .dispatch import BackendUnavailableError
 from .signals import StyleSignals, alpha_vector, channel_rows
+from .tile_layers import Patch
 
 CHANNELS = 64
 _FAKES_REGISTERED = False
@@ -54,34 +54,57 @@ def pack_conv3x3(conv) -> tuple[torch.Tensor, torch.Tensor]:
     return w.permute(2, 3, 1, 0).reshape(9, w.shape[1], w.shape[0]).float().contiguous(), conv.conv_layer.bias.float()
 
 
+def _pack_block(block) -> tuple[torch.Tensor, ...]:
+    return (*pack_conv3x3(block.conv1), *pack_conv3x3(block.conv2))
+
+
 def _resblock(ops, block, x, featmod=None, filtermod=None) -> torch.Tensor:
-    w1, b1 = pack_conv3x3(block.conv1)
-    w2, b2 = pack_conv3x3(block.conv2)
+    return _run_block(ops, _pack_block(block), x, featmod, filtermod)
+
+
+def _run_block(ops, packed, x, featmod=None, filtermod=None) -> torch.Tensor:
     fm = featmod if featmod is not None else (None,) * 5
     flt = filtermod if filtermod is not None else (None, None)
-    return ops.cuda_resblock(x, w1, b1, w2, b2, *fm, *flt)
+    return ops.cuda_resblock(x, *packed, *fm, *flt)
 
 
 def encode_style(model, style: torch.Tensor) -> StyleSignals:
     return torch_backend.encode_style(model, style)
 
 
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """A per-channel signal as the CUDA ops take it: fp32 ``[S, 64]``."""
+    return channel_rows(t.float())
+
+
+class _Operands:
+    """The model's parameters as the kernels' operands, packed once per forward pass."""
+
+    def __init__(self, model):
+        encoder = model.content_encoder
+        self.head = head_weights(encoder)
+        self.encoder_blocks = (_pack_block(encoder.enc1[10]), _pack_block(encoder.enc2[0]))
+        self.decoder_blocks = (_pack_block(model.decoder.dec1), _pack_block(model.decoder.dec2))
+        self.tail = tail_weights(model)
+
+    def encode(self, ops, image: torch.Tensor) -> torch.Tensor:
+        """Image [N, 3, H, W] -> the content feature, NHWC at quarter res."""
+        x = ops.cuda_encoder_head(image.contiguous(), *self.head)
+        for packed in self.encoder_blocks:
+            x = _run_block(ops, packed, x)
+        return x
+
+
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
     ops = _ops()
-    encoder = model.content_encoder
-    x = ops.cuda_encoder_head(content.contiguous(), *head_weights(encoder))  # NHWC quarter-res map
-    x = _resblock(ops, encoder.enc1[10], x)
-    x = _resblock(ops, encoder.enc2[0], x)
+    operands = _Operands(model)
+    x = operands.encode(ops, content)
     alpha = alpha_vector(alpha, content.device)
-
-    def per_channel(t: torch.Tensor) -> torch.Tensor:  # the CUDA ops take fp32 signals
-        return channel_rows(t.float())
-
-    for block, (s_mean, s_std, w, b) in zip((model.decoder.dec1, model.decoder.dec2), signals.per_block()):
+    for packed, (s_mean, s_std, w, b) in zip(operands.decoder_blocks, signals.per_block()):
         mean, std = ops.cuda_instance_stats(x)
-        featmod = (mean, std, per_channel(s_mean), per_channel(s_std), alpha)
-        x = _resblock(ops, block, x, featmod, (per_channel(w), per_channel(b)))
-    return ops.cuda_decoder_tail(x, *tail_weights(model))
+        featmod = (mean, std, _per_channel(s_mean), _per_channel(s_std), alpha)
+        x = _run_block(ops, packed, x, featmod, (_per_channel(w), _per_channel(b)))
+    return ops.cuda_decoder_tail(x, *operands.tail)
 
 
 def head_weights(encoder) -> list[torch.Tensor]:
@@ -96,8 +119,44 @@ def tail_weights(model) -> list[torch.Tensor]:
     return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
 
 
-def tile_stages(model):
-    raise BackendUnavailableError(
-        "tiled streaming (max_memory / tile_size) does not run on the 'cuda' backend yet; use backend='torch' "
-        "or 'triton' for streaming, or drop max_memory and tile_size"
-    )
+class TileStages:
+    """The CUDA kernels as stages of the tiled executor (``streaming.stream``), on patches of NCHW-shaped
+    views of NHWC maps. Each kernel reflects at its own input's edge: on a tile side that is the image
+    border that is the model's padding, elsewhere the executor's halo (each stage's receptive field)
+    keeps the wrong values out of the tile's own pixels. The decoder blocks' statistics are the
+    executor's (whole-image, merged from per-tile partials), not the kernels'."""
+
+    def __init__(self, model):
+        self.ops = _ops()
+        self.operands = _Operands(model)
+
+    @staticmethod
+    def _nhwc(p: Patch) -> torch.Tensor:
+        return p.data.permute(0, 2, 3, 1).contiguous()
+
+    def encode(self, p: Patch) -> Patch:
+        x = self.operands.encode(self.ops, p.data)
+        # An image patch starts on a multiple of 4 (a quarter-res tile's halo'd origin, times 4).
+        return Patch(x.permute(0, 3, 1, 2), p.y // 4, p.x // 4, -(-p.height // 4), -(-p.width // 4))
+
+    def decoder_block(self, index: int, x_mean, x_std, block_signals, alpha):
+        """Decoder block ``index`` (1 or 2) as a function of a patch; its operands are prepared once."""
+        s_mean, s_std, w, b = block_signals
+        featmod = (_per_channel(x_mean), _per_channel(x_std), _per_channel(s_mean), _per_channel(s_std),
+                   alpha_vector(alpha, x_mean.device))
+        filtermod = (_per_channel(w), _per_channel(b))
+        packed = self.operands.decoder_blocks[index - 1]
+
+        def run(p: Patch) -> Patch:
+            out = _run_block(self.ops, packed, self._nhwc(p), featmod, filtermod)
+            return Patch(out.permute(0, 3, 1, 2), p.y, p.x, p.height, p.width)
+        return run
+
+    def tail(self, p: Patch) -> Patch:
+        out = self.ops.cuda_decoder_tail(self._nhwc(p), *self.operands.tail)
+        return Patch(out, 4 * p.y, 4 * p.x, 4 * p.height, 4 * p.width)
+
+
+def tile_stages(model) -> TileStages:
+    """The tiled executor's stages for this backend (``streaming.stream``)."""
+    return TileStages(model)

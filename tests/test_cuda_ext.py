@@ -360,6 +360,28 @@ def test_cuda_backend_with_its_kernels_run_on_the_host(emulation, monkeypatch):
     assert_fp32_matches(out, expected, exact, "cuda kernels on the host")
 
 
+@pytest.mark.parametrize("maps", [2, 1])
+def test_streaming_with_the_cuda_stages_on_the_host(emulation, monkeypatch, maps):
+    """The tiled executor with the CUDA kernels (run on the host) as its stages, tiles of 4 quarter-res
+    pixels on a 20x18 quarter-res map: interior tiles' halos stop short of the border in every pass, so
+    a halo one pixel short fails this (measured: 2e-4 to 0.27 off). maps=1 recomputes block 1."""
+    from microast_fast import cuda_backend, streaming
+    monkeypatch.setattr(cuda_backend, "_ops", lambda: HostKernelOps(emulation))
+    ref = MicroASTReference.from_pretrained()
+    model = MicroAST.from_pretrained(backend="torch")
+    g = torch.Generator().manual_seed(21)
+    content, style = torch.rand(2, 3, 80, 70, generator=g), torch.rand(1, 3, 12, 10, generator=g)
+    alphas = (0.9, 0.4)
+    with torch.inference_mode():
+        signals = cuda_backend.encode_style(model, style)
+        out = streaming.stylize(model, content, signals, torch.tensor(alphas).view(2, 1, 1, 1),
+                                streaming.Plan(4, maps), cuda_backend.tile_stages(model))
+        expected = torch.cat([ref(content[i:i + 1], style, a) for i, a in enumerate(alphas)])
+        exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style.double(), a)
+                           for i, a in enumerate(alphas)])
+    assert_fp32_matches(out, expected, exact, f"cuda stages, tiles of 4, {maps} maps kept")
+
+
 # Measured PSNR against the fp32 reference (chelsea.png, short side 96): fp16 57.0 dB, bf16 44.6 dB
 # (the torch backend in the same dtypes on this CPU: 54.8 and 34.3 dB).
 @pytest.mark.parametrize("dtype,min_psnr", [(torch.float16, 45.0), (torch.bfloat16, 38.0)])
