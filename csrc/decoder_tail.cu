@@ -1,5 +1,7 @@
-// The decoder tail as one kernel: a 16x16 image tile a block, both intermediate maps in shared memory.
-// The body is in decoder_tail_impl.cuh.
+// The decoder tail as one kernel: a 16x16 image tile a block, both intermediate maps in shared memory;
+// the 9x9 on the tensor cores for fp16/bf16 maps. The body is in decoder_tail_impl.cuh.
+#include <type_traits>
+
 #include "decoder_tail_impl.cuh"
 
 namespace microast {
@@ -8,14 +10,22 @@ namespace {
 template <typename T>
 __global__ void __launch_bounds__(tail::kThreads)
 tail_kernel(const T* __restrict__ x, int h, int w, MicroastTailWeights weights, T* __restrict__ out) {
-  // Past the 48 KB of static shared memory in fp32 (62 KB): dynamic, opted in by the launcher.
+  // Past the 48 KB of static shared memory (62.7 KB fp32, 88.8 KB fp16/bf16): dynamic, opted in by the launcher.
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   tail::Shared<T>& s = *reinterpret_cast<tail::Shared<T>*>(shared_bytes);
-  tail::stage_half<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, x, h, w, weights);
+  const int t = threadIdx.x, block = blockIdx.x, n = blockIdx.y;
+  if constexpr (!std::is_same_v<T, float>) tail::load_conv9x9_weights<T>(s, t, weights);
+  tail::stage_half<T>(s, t, block, n, x, h, w, weights);
   __syncthreads();
-  tail::stage_full<T>(s, threadIdx.x, blockIdx.x, 2 * h, 2 * w, weights);
+  tail::stage_full<T>(s, t, block, 2 * h, 2 * w, weights);
   __syncthreads();
-  tail::conv9x9<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, 2 * h, 2 * w, weights, out);
+  if constexpr (std::is_same_v<T, float>) {
+    tail::conv9x9<T>(s, t, block, n, 2 * h, 2 * w, weights, out);
+  } else {
+    tail::conv9x9_multiply<T>(s, t / 32);
+    __syncthreads();
+    tail::conv9x9_store<T>(s, t, block, n, 2 * h, 2 * w, weights, out);
+  }
 }
 
 template <typename T>

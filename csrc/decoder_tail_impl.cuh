@@ -6,7 +6,9 @@
 //            ReLU, into shared memory in the map dtype (as the reference rounds it);
 //   phase 2: the tile and the 9x9's 4-pixel halo at full res (24x24): bilinear x2 of the window, grouped
 //            (g=16) 3x3 + ReLU, 1x1 16->16 + ReLU, into shared memory in fp32;
-//   phase 3: the 9x9 16->3 at each output pixel.
+//   phase 3: the 9x9 16->3: exact fp32, a thread per output pixel, for fp32 maps; on the tensor cores
+//            (WMMA, fp32 accumulation; below) for fp16/bf16 maps, whose 16-channel tile is stored in the
+//            map dtype as the reference rounds it.
 // The upsampled maps never exist: each 3x3 tap samples its bilinear value from the level below. Each
 // level reflects at its own border; weights are the PyTorch layouts, fp32. Windows overlap: phase 1
 // computes 14^2 / 8^2 = 3.1x the half-res pixels, phase 2 24^2 / 16^2 = 2.25x the full-res ones.
@@ -16,6 +18,7 @@
 
 #include "dtype_util.cuh"
 #include "microast_kernels.h"
+#include "warp_mma.cuh"
 
 namespace microast {
 namespace tail {
@@ -31,15 +34,31 @@ constexpr int kH = 32;                     // channels of the half-resolution ma
 constexpr int kWin = kTile / 2 + 6;
 constexpr int kHStride = kH + 1;  // window elements per pixel: threads on different pixels hit different banks
 
+constexpr int kTaps9 = 81;    // taps of the 9x9
+constexpr int kWarps = kThreads / 32;
+static_assert(kTile == 2 * kWarps, "the tensor-core 9x9 gives each warp two output rows");
+
+// The tensor-core 9x9's operands (fp16/bf16 maps): its weights per tap as 16x16 B operands [ci][out]
+// in the map dtype (outputs 3..15 zero: the MMA's N is 16), and the accumulators of the tile's 16 rows.
+template <typename T>
+struct Conv9x9Operands {
+  alignas(32) T w9[kTaps9 * kF * kF];
+  alignas(32) float out[kTile * kTile * kF];
+};
+template <>
+struct Conv9x9Operands<float> {};  // fp32 maps: the exact 9x9 reads its weights from global memory
+
 template <typename T>
 struct Shared {
-  T window[kWin * kWin * kHStride];  // the half-res window, in the map dtype
-  float f[kSpan * kSpan * kF];
+  T window[kWin * kWin * kHStride];     // the half-res window
+  alignas(32) T f[kSpan * kSpan * kF];  // the full-res 16-channel tile and halo; 32-byte pixels (WMMA)
+  Conv9x9Operands<T> mma;
 };
 
-// 62.7 KB in fp32, 49.8 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
+// 62.7 KB in fp32, 88.8 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
 // 163 KB a block may use on sm_80.
-static_assert(sizeof(Shared<float>) <= 163 * 1024, "the decoder tail's shared memory exceeds sm_80's per-block limit");
+static_assert(sizeof(Shared<float>) <= 163 * 1024 && sizeof(Shared<__half>) <= 163 * 1024,
+              "the decoder tail's shared memory exceeds sm_80's per-block limit");
 
 // First half-res row (column) of the window of the tile starting at full-res row (column) o.
 __host__ __device__ inline int half_window(int o) { return (o - kReach - 2 > 0 ? o - kReach - 2 : 0) / 2; }
@@ -138,11 +157,14 @@ __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h
   for (int i = t; i < kSpan * kSpan; i += kThreads) {
     const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
     const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);
-    upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.bg2, wt.w2, wt.b2, s.f + i * kF);
+    float f[kF];
+    upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.bg2, wt.w2, wt.b2, f);
+#pragma unroll
+    for (int c = 0; c < kF; ++c) s.f[i * kF + c] = from_float<T>(f[c]);  // in the map dtype, as the reference
   }
 }
 
-// Phase 3, every thread: the 9x9 16->3 at one output pixel of the tile.
+// Phase 3 (fp32 maps), every thread: the 9x9 16->3 at one output pixel of the tile, exact fp32.
 template <typename T>
 __host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                         const MicroastTailWeights& wt, T* out) {
@@ -153,15 +175,64 @@ __host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, in
   float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
   for (int ky = 0; ky < 9; ++ky) {
     for (int kx = 0; kx < 9; ++kx) {
-      const float* f = s.f + ((ty + ky) * kSpan + tx + kx) * kF;
+      const T* f = s.f + ((ty + ky) * kSpan + tx + kx) * kF;
       for (int ci = 0; ci < kF; ++ci) {
-        for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], f[ci], acc[c]);
+        for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], to_float(f[ci]), acc[c]);
       }
     }
   }
   const long long plane = static_cast<long long>(H) * W;
   for (int c = 0; c < 3; ++c) {
     out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] = from_float<T>(acc[c]);
+  }
+}
+
+// The tensor-core 9x9 (fp16/bf16 maps), three phases. An implicit GEMM with no im2col copy: for output
+// row r and kernel row ky, the 16 pixels' 9 taps x 16 channels are consecutive in ``f`` (pixel-major),
+// so tap kx's A operand [16 pixels][16 channels] starts kx pixels into row r + ky, leading dimension
+// 16; B is the tap's [16 in][16 out] weights. 81 products per output row, fp32 accumulation.
+//
+// Phase 0, every thread (before phase 1): the weights, PyTorch [3][16][9][9] fp32 -> [tap][ci][out] in T.
+template <typename T>
+__host__ __device__ inline void load_conv9x9_weights(Shared<T>& s, int t, const MicroastTailWeights& wt) {
+  for (int i = t; i < kTaps9 * kF * kF; i += kThreads) {
+    const int tap = i / (kF * kF), ci = (i / kF) % kF, co = i % kF;
+    s.mma.w9[i] = from_float<T>(co < 3 ? wt.w9[(co * kF + ci) * kTaps9 + tap] : 0.f);
+  }
+}
+
+// Phase 3a, every warp: output rows 2 * warp and 2 * warp + 1, accumulators to shared memory.
+template <typename T>
+__host__ __device__ inline void conv9x9_multiply(Shared<T>& s, int warp) {
+  for (int r = 2 * warp; r < 2 * warp + 2; ++r) {
+    warp_mma::Accumulator acc;
+    warp_mma::zero(acc);
+    for (int ky = 0; ky < 9; ++ky) {
+      const T* row = s.f + (r + ky) * kSpan * kF;
+      for (int kx = 0; kx < 9; ++kx) {
+        warp_mma::OperandA<T> a;
+        warp_mma::OperandB<T> b;
+        warp_mma::load(a, row + kx * kF, kF);
+        warp_mma::load(b, s.mma.w9 + (ky * 9 + kx) * kF * kF, kF);
+        warp_mma::multiply_add(acc, a, b);
+      }
+    }
+    warp_mma::store(s.mma.out + r * kTile * kF, acc, kF);
+  }
+}
+
+// Phase 3b, every thread: bias and store of one output pixel's 3 channels.
+template <typename T>
+__host__ __device__ inline void conv9x9_store(const Shared<T>& s, int t, int block, int n, int h2, int w2,
+                                              const MicroastTailWeights& wt, T* out) {
+  const int H = 2 * h2, W = 2 * w2;
+  const int oy = tile_y0(block, W), ox = tile_x0(block, W);
+  const int ty = t / kTile, tx = t % kTile;
+  if (oy + ty >= H || ox + tx >= W) return;
+  const long long plane = static_cast<long long>(H) * W;
+  for (int c = 0; c < 3; ++c) {
+    out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] =
+        from_float<T>(s.mma.out[(ty * kTile + tx) * kF + c] + wt.b9[c]);
   }
 }
 

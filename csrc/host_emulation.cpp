@@ -91,11 +91,19 @@ template <typename T>
 void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int h, int w, void* out) {
   using namespace microast::tail;
   auto s = std::make_unique<Shared<T>>();
+  T* image = static_cast<T*>(out);
   for (int b = 0; b < n; ++b) {
     for (int block = 0; block < blocks(h, w); ++block) {
+      if constexpr (!std::is_same_v<T, float>)
+        for (int t = 0; t < kThreads; ++t) load_conv9x9_weights<T>(*s, t, weights);
       for (int t = 0; t < kThreads; ++t) stage_half<T>(*s, t, block, b, static_cast<const T*>(x), h, w, weights);
       for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, 2 * h, 2 * w, weights);
-      for (int t = 0; t < kThreads; ++t) conv9x9<T>(*s, t, block, b, 2 * h, 2 * w, weights, static_cast<T*>(out));
+      if constexpr (std::is_same_v<T, float>) {
+        for (int t = 0; t < kThreads; ++t) conv9x9<T>(*s, t, block, b, 2 * h, 2 * w, weights, image);
+      } else {
+        for (int warp = 0; warp < kWarps; ++warp) conv9x9_multiply<T>(*s, warp);
+        for (int t = 0; t < kThreads; ++t) conv9x9_store<T>(*s, t, block, b, 2 * h, 2 * w, weights, image);
+      }
     }
   }
 }

@@ -46,7 +46,8 @@ cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w
                               void* scratch, void* out, cudaStream_t stream);
 
 // The decoder tail (dec3) from the quarter-res map x [n, h, w, 64] to the image out [n, 3, 4h, 4w]
-// (NCHW, x's dtype), one kernel: the 32- and 16-channel maps exist only per tile, in shared memory. Weights in
+// (NCHW, x's dtype), one kernel: the 32- and 16-channel maps exist only per tile, in shared memory; the
+// 9x9 on the tensor cores for fp16/bf16 maps (sm_80+), exact fp32 for fp32 maps. Weights in
 // PyTorch layouts, fp32: grouped 3x3 [32, 2, 3, 3], 1x1 [32, 32], grouped 3x3 [16, 2, 3, 3],
 // 1x1 [16, 16], 9x9 [3, 16, 9, 9], and their biases.
 struct MicroastTailWeights {

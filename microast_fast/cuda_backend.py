@@ -1,9 +1,9 @@
 """The "cuda" backend: the CUDA C++ kernels of ``csrc/`` (extension ``microast_fast._C``).
 
 The content path runs in four kernels: the encoder head, instance statistics, the fused
-FeatMod/FilterMod residual block and the decoder tail. The residual block runs on the tensor cores for
-fp16/bf16 maps (fp32 accumulation) and in exact fp32 for fp32 maps; the other kernels compute in fp32
-for every map dtype. The style path, once per style, is the torch
+FeatMod/FilterMod residual block and the decoder tail. The residual block and the tail's 9x9 run on
+the tensor cores for fp16/bf16 maps (fp32 accumulation) and in exact fp32 for fp32 maps; the rest
+computes in fp32 for every map dtype. The style path, once per style, is the torch
 backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
 the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
 backend.
