@@ -111,9 +111,9 @@ at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at:
                                     fp32(wg2, "wg2", image), fp32(bg2, "bg2", image), fp32(w2, "w2", image),
                                     fp32(b2, "b2", image)};
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
-  const int64_t h2 = (h + 1) / 2, w2 = (w + 1) / 2;
-  at::Tensor half = at::empty({n, h2, w2, 32}, image.options());
-  at::Tensor out = at::empty({n, (h2 + 1) / 2, (w2 + 1) / 2, MICROAST_CHANNELS}, image.options());
+  const int64_t half_h = (h + 1) / 2, half_w = (w + 1) / 2;
+  at::Tensor half = at::empty({n, half_h, half_w, 32}, image.options());
+  at::Tensor out = at::empty({n, (half_h + 1) / 2, (half_w + 1) / 2, MICROAST_CHANNELS}, image.options());
   C10_CUDA_CHECK(microast_encoder_head(map_dtype(image), image.data_ptr(), weights, static_cast<int>(n),
                                        static_cast<int>(h), static_cast<int>(w), half.data_ptr(), out.data_ptr(),
                                        c10::cuda::getCurrentCUDAStream()));

@@ -54,4 +54,4 @@ def load():
 
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ".".join(map(str, torch.cuda.get_device_capability())))
         return jit_load("microast_fast_C", [str(CSRC / name) for name in SOURCES],
-                        extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=["-O3", "-std=c++17"])
+                        extra_cflags=["-O3"], extra_cuda_cflags=["-O3"])  # the -std that torch's headers need
