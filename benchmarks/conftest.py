@@ -24,6 +24,10 @@ SIZES = [parse_size(name) for name in _SIZE_NAMES.split(",")]
 STYLE = STYLE_SIDE if FULL else 64
 # Quick mode checks outputs and that each backend runs; its few rounds time nothing of consequence.
 ROUNDS, WARMUP_ROUNDS = (10, 2) if FULL else (3, 0)
+# fp32 means fp32, as in `microast-fast bench`: cuDNN would run the reference's convolutions in TF32 on
+# Ampere and later, off by about 1e-3 against the 1e-4 check of every backend's output.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def pytest_generate_tests(metafunc):

@@ -69,6 +69,12 @@ step() {
     nvidia-smi 2>&1 || echo "nvidia-smi not found"
     "$PYTHON" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
     "$PYTHON" -c 'import triton; print("triton", triton.__version__)' 2>&1
+    # What the machine lacks: bench needs only torch and numpy; the tests that read the bundled images
+    # need Pillow; plots need matplotlib.
+    for module in numpy PIL png tifffile tqdm matplotlib pytest pytest_benchmark ninja; do
+        "$PYTHON" -c "import $module" 2>/dev/null && echo "has $module" || echo "MISSING $module"
+    done
+    command -v nvcc compute-sanitizer 2>&1
 } >"$OUTDIR/env.txt" 2>&1
 
 # --no-index: there is no network, so pip must not even try an index. The CUDA extension is built in
@@ -83,7 +89,7 @@ if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() el
     exit 1
 fi
 
-# Exit status 5 is pytest's "no tests collected": no test is marked gpu yet.
+# Exit status 5 is pytest's "no tests collected", not a failure.
 step gpu-tests 30 150 "$PYTHON" -m pytest tests -m gpu -q -p no:cacheprovider --ignore tests/test_cuda_ext.py \
     --junitxml="$OUTDIR/gpu-tests.xml"
 rc=$?
@@ -109,14 +115,21 @@ step streaming-8k 40 120 "${BENCH[@]}" --size 8k --dtype fp16 --backends streami
 # The CUDA extension: build (ninja, MAX_JOBS) for this GPU's architecture only (half the compile time
 # of the default 8.0;9.0), its GPU tests, then its rows.
 ARCH=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+cuda_built=0
 if step cuda-build 60 240 env MICROAST_FAST_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" \
     "$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e .; then
+    cuda_built=1
+    # compute-sanitizer's run is the least predictable: a step of its own, after the measurements.
     step cuda-tests 30 120 "$PYTHON" -m pytest tests/test_cuda_ext.py -m gpu -q -p no:cacheprovider \
-        --junitxml="$OUTDIR/cuda-tests.xml" || failed=1
+        -k "not compute_sanitizer" --junitxml="$OUTDIR/cuda-tests.xml" || failed=1
     step bench-cuda 40 120 "${BENCH[@]}" --size 4k --dtype fp16,fp32 --backends cuda --warmup 2 --repeat 5 \
         --json "$OUTDIR/bench_cuda_4k.json"
 else
     failed=1
+fi
+if ((cuda_built)); then
+    step cuda-sanitizer 45 150 "$PYTHON" -m pytest tests/test_cuda_ext.py -m gpu -q -p no:cacheprovider \
+        -k compute_sanitizer --junitxml="$OUTDIR/cuda-sanitizer.xml" || failed=1
 fi
 # compiled last: its compile time is the least predictable. The reference it is compared with was
 # measured by bench-4k into REFDIR; the worker gets all the time left but 15 s.

@@ -281,6 +281,12 @@ def build_model(backend: str, device, dtype, compile_mode: str = "auto", max_mem
     return model
 
 
+def _use_cuda_device(device: torch.device) -> None:
+    """Make ``device`` current; "cuda" with no index means the current device (set_device refuses it)."""
+    if device.index is not None:
+        torch.cuda.set_device(device.index)
+
+
 def max_abs_error(out: torch.Tensor, reference: torch.Tensor) -> float:
     """In fp32, one (sample, channel) plane at a time, so no full-size fp32 copy is made; NaN propagates."""
     if out.shape != reference.shape:
@@ -306,7 +312,7 @@ def measure(spec: dict) -> dict:
     """Time and peak memory of one backend on one input; writes or compares against the reference's output."""
     device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        _use_cuda_device(device)
         # fp32 means fp32: cuDNN would otherwise run the reference's convolutions in TF32.
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = spec["tf32"]
     model = build_model(spec["backend"], device, dtype, spec["compile_mode"], spec["max_memory"])
@@ -357,7 +363,7 @@ def profile_stages(spec: dict) -> dict:
     """The reference's peak memory per stage, from forward hooks on its submodules (one warm-up forward first)."""
     device, dtype = torch.device(spec["device"]), getattr(torch, spec["dtype"])
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        _use_cuda_device(device)
     model = build_model("reference", device, dtype)
     content, style = make_inputs(spec["height"], spec["width"], spec["batch"], spec["style_side"], spec["seed"],
                                  device, dtype)

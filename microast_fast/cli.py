@@ -16,8 +16,8 @@ import torch
 
 from . import dispatch, streaming
 from .dispatch import BACKEND_CHOICES
-from .images import (IMAGE_SUFFIXES, STREAMED_SUFFIXES, image_size, load_image, pixels_to_tensor, read_pixels,
-                     save_bands_atomic, save_image_atomic, to_uint8)
+# Image I/O (.images: Pillow, pypng, tifffile) is imported by the functions that read or write images
+# only, so that `bench` runs where just torch and numpy are installed, such as a bare GPU machine.
 from .validation import check_size
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -43,6 +43,8 @@ def default_device() -> str:
 
 def expand_inputs(paths: list[str], what: str) -> list[Path]:
     """Files as given; directories as their image files, sorted."""
+    from .images import IMAGE_SUFFIXES
+
     found = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -57,6 +59,8 @@ def expand_inputs(paths: list[str], what: str) -> list[Path]:
 
 
 def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, overwrite: bool) -> list[Job]:
+    from .images import IMAGE_SUFFIXES
+
     pairs = [(c, s) for c in contents for s in styles]
     if out.suffix.lower() in IMAGE_SUFFIXES:
         if len(pairs) > 1:
@@ -101,12 +105,16 @@ def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.T
 def io_bytes(h: int, w: int, output: Path) -> int:
     """Memory for a streamed job's input and output besides the model's plan: the decoded image (Pillow's
     4 bytes a pixel, then our 3) and, for formats not written band by band, the whole 8-bit output."""
+    from .images import STREAMED_SUFFIXES
+
     return 7 * h * w * (1 if output.suffix.lower() in STREAMED_SUFFIXES else 2)
 
 
 def plan_jobs_memory(model, jobs: list[Job], short_side: int | None) -> dict[Path, tuple]:
     """Size and streaming plan of each content image, from the file headers, before any work: a job the
     budget cannot hold stops the command here. Unreadable files are left for the job loop to report."""
+    from .images import image_size
+
     plans = {}
     for job in jobs:
         if job.content in plans:  # one plan a content: every output of a run has the same format
@@ -128,6 +136,8 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
     8-bit, and PNG/TIFF outputs never exist whole in memory. A progress bar shows on long runs."""
     from tqdm import tqdm
 
+    from .images import pixels_to_tensor, save_bands_atomic, to_uint8
+
     h, w = pixels.shape[:2]
     check_size("content", h, w)
     param = model.decoder.dec1.conv1.conv_layer.weight
@@ -146,6 +156,8 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
 def cmd_stylize(args) -> int:
     from PIL import Image
     from tqdm import tqdm
+
+    from .images import IMAGE_SUFFIXES, load_image, pixels_to_tensor, read_pixels, save_image_atomic, to_uint8
 
     # Pillow warns above 89 megapixels and refuses above 179 ("decompression bomb"): the very images
     # streaming exists for. Here the user named the files, and --max-memory is checked against each
@@ -211,6 +223,8 @@ def asset_path(name: str) -> Path:
 
 def cmd_demo(args) -> int:
     from PIL import Image
+
+    from .images import IMAGE_SUFFIXES, load_image, save_image_atomic, to_uint8
 
     out = Path(args.output)
     if out.suffix.lower() not in IMAGE_SUFFIXES:

@@ -17,7 +17,8 @@ CEILING = 1e-4
 
 
 def reference64(reference: MicroASTReference) -> MicroASTReference:
-    ref64 = MicroASTReference().double()
+    device = next(reference.parameters()).device
+    ref64 = MicroASTReference().to(device, torch.float64)
     ref64.load_state_dict({k: v.double() for k, v in reference.state_dict().items()})
     return ref64.eval()
 

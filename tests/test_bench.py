@@ -1,0 +1,38 @@
+"""Pieces of ``microast-fast bench`` that only a GPU run would otherwise exercise."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from microast_fast import bench
+
+
+def test_cuda_device_without_an_index_means_the_current_one(monkeypatch):
+    # torch.cuda.set_device refuses torch.device("cuda") (no index), which is what `--device cuda`
+    # gives every measurement: it must not be called with one.
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    bench._use_cuda_device(torch.device("cuda"))
+    bench._use_cuda_device(torch.device("cuda:1"))
+    assert calls == [1]
+
+
+def test_bench_needs_no_image_libraries(tmp_path):
+    # The GPU machines have torch and numpy but perhaps not Pillow, pypng, tifffile, tqdm or matplotlib:
+    # `microast-fast bench` (and its worker processes) must not import them.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('PIL', 'png', 'tifffile', 'tqdm', 'matplotlib'):\n"
+        "            raise ImportError(f'{name} is blocked by the test')\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-m", "microast_fast.cli", "bench", "--size", "24x20", "--device", "cpu",
+                             "--backends", "reference,torch", "--warmup", "0", "--repeat", "1"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "blocked" not in result.stdout + result.stderr
+    assert "skipped" not in result.stdout, result.stdout
