@@ -182,9 +182,9 @@ def resource_table(results: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def compiled():
-    pytest.importorskip("triton")
+    triton = pytest.importorskip("triton")
     results = compile_all()
-    print("\n" + resource_table(results))
+    print(f"\ntriton {triton.__version__}\n" + resource_table(results))
     return results
 
 
