@@ -60,7 +60,7 @@ setup(
     python_requires=">=3.10",
     packages=["microast_fast", "microast_fast.kernels"],
     package_dir={"microast_fast.kernels": "kernels"},
-    package_data={"microast_fast": ["data/weights/*", "data/assets/*"]},
+    package_data={"microast_fast": ["data/weights/*", "data/assets/*", "data/*.json"]},
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],
     extras_require={
         # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.

@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_run.sh OUTDIR
 #
 # OUTDIR receives results.csv (rows as `bench --record` writes them; merge them into
-# benchmarks/results/results.csv), one JSON and one log per step, env.txt, table.md, the plots, and
+# benchmarks/results/results.csv), one JSON and one log per step, env.txt, table.md, the plots,
+# auto_backend.json (the "auto" table updated with this run's fastest verified backends) and
 # skipped.txt naming any step that did not fit.
 #
 # The whole run ends within 10 minutes: every step runs under `timeout` against one deadline, the most
@@ -42,14 +43,15 @@ trap 'rm -rf "$REFDIR"' EXIT
 failed=0
 
 # step NAME MIN MAX COMMAND...: runs COMMAND for at most MAX seconds and never past the deadline, its
-# output in OUTDIR/NAME.log; skipped when fewer than MIN seconds are left. Returns COMMAND's status.
+# output in OUTDIR/NAME.log; skipped when fewer than MIN seconds are left. Returns COMMAND's status,
+# or 75 when skipped.
 step() {
     local name=$1 min=$2 max=$3
     shift 3
     local limit=$((BUDGET - SECONDS))
     if ((limit < min)); then
         echo "skipped $name: ${limit} s left, it needs ${min} s" | tee -a "$OUTDIR/skipped.txt"
-        return 0
+        return 75  # not run: neither passed nor failed, and never counted as passed
     fi
     if ((limit > max)); then
         limit=$max
@@ -93,7 +95,10 @@ fi
 step gpu-tests 30 150 "$PYTHON" -m pytest tests -m gpu -q -p no:cacheprovider --ignore tests/test_cuda_ext.py \
     --junitxml="$OUTDIR/gpu-tests.xml"
 rc=$?
-if ((rc != 0 && rc != 5)); then
+verified=""  # kernel backends whose GPU tests passed: only these may become "auto" choices
+if ((rc == 0)); then
+    verified=triton
+elif ((rc != 5)); then
     failed=1
 fi
 
@@ -120,8 +125,12 @@ if step cuda-build 60 240 env MICROAST_FAST_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" 
     "$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e .; then
     cuda_built=1
     # compute-sanitizer's run is the least predictable: a step of its own, after the measurements.
-    step cuda-tests 30 120 "$PYTHON" -m pytest tests/test_cuda_ext.py -m gpu -q -p no:cacheprovider \
-        -k "not compute_sanitizer" --junitxml="$OUTDIR/cuda-tests.xml" || failed=1
+    if step cuda-tests 30 120 "$PYTHON" -m pytest tests/test_cuda_ext.py -m gpu -q -p no:cacheprovider \
+        -k "not compute_sanitizer" --junitxml="$OUTDIR/cuda-tests.xml"; then
+        verified=${verified:+$verified,}cuda
+    else
+        failed=1
+    fi
     step bench-cuda 40 120 "${BENCH[@]}" --size 4k --dtype fp16,fp32 --backends cuda --warmup 2 --repeat 5 \
         --json "$OUTDIR/bench_cuda_4k.json"
 else
@@ -140,6 +149,11 @@ for dtype in fp16 fp32; do
 done
 
 if [[ -s "$OUTDIR/results.csv" ]]; then
+    # The "auto" table with this run's choices (review, then copy to microast_fast/data/auto_backend.json).
+    cp microast_fast/data/auto_backend.json "$OUTDIR/auto_backend.json"
+    "$PYTHON" benchmarks/auto_table.py --csv "$OUTDIR/results.csv" --verified "$verified" \
+        --out "$OUTDIR/auto_backend.json" >"$OUTDIR/auto_backend.log" 2>&1 ||
+        echo "auto_table.py failed (see $OUTDIR/auto_backend.log)" >&2
     "$PYTHON" benchmarks/plot.py --csv "$OUTDIR/results.csv" --out "$OUTDIR" --no-readme >"$OUTDIR/table.md" 2>&1 ||
         echo "plot.py failed (see $OUTDIR/table.md)" >&2
 fi

@@ -7,8 +7,12 @@ falls back silently to a slower path.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
+import math
 import os
+from importlib import resources
 from types import ModuleType
 
 import torch
@@ -16,11 +20,11 @@ import torch
 BACKENDS = ("torch", "triton", "cuda")
 BACKEND_CHOICES = ("auto",) + BACKENDS
 
-# Preference of "auto" on a CUDA device, fastest first; on a CPU only "torch" applies. The Triton
-# kernels (checked in Triton's interpreter) and the CUDA kernels (compiled for sm_80/sm_90 only) have
-# not yet run on a GPU: until a GPU run has checked them against the reference and measured them
-# faster, "auto" picks neither (ask for backend="triton" or "cuda" explicitly).
-_AUTO_ORDER_CUDA = ("torch",)
+# "auto" on a CUDA device takes the backend measured fastest on that GPU model for the input's dtype and
+# size, from data/auto_backend.json: rows that benchmarks/auto_table.py writes from a GPU run of
+# benchmarks/gpu_run.sh, naming only backends whose GPU tests passed in that run. A GPU model with no
+# rows, or a measured backend that cannot run here, gets "torch". On a CPU "auto" is always "torch".
+AUTO_TABLE = "auto_backend.json"
 
 
 class BackendUnavailableError(RuntimeError):
@@ -67,12 +71,37 @@ def _triton_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-def resolve_backend(requested: str, device: torch.device) -> str:
-    """The concrete backend for ``requested`` on ``device``; raises BackendUnavailableError if it cannot run."""
+@functools.cache
+def auto_table() -> tuple[dict, ...]:
+    """The shipped measurements: rows ``{"device", "dtype", "pixels", "backend", ...}``."""
+    text = (resources.files("microast_fast") / "data" / AUTO_TABLE).read_text(encoding="utf-8")
+    return tuple(json.loads(text)["choices"])
+
+
+def measured_choice(rows, device_name: str, dtype: torch.dtype, pixels: int | None) -> str | None:
+    """The backend measured fastest for ``device_name`` and ``dtype`` at the size nearest ``pixels`` (on a
+    log scale; None: the largest measured size, as MicroAST is for large images); None if unmeasured."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    candidates = [r for r in rows if r["device"] == device_name and r["dtype"] == dtype_name]
+    if not candidates:
+        return None
+    if pixels is None:
+        return max(candidates, key=lambda r: r["pixels"])["backend"]
+    return min(candidates, key=lambda r: abs(math.log(r["pixels"] / max(pixels, 1))))["backend"]
+
+
+def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype = torch.float32,
+                    pixels: int | None = None) -> str:
+    """The concrete backend for ``requested`` on ``device``; raises BackendUnavailableError if it cannot run.
+
+    For "auto", ``dtype`` and ``pixels`` (content pixels of a forward, N * H * W) select among the
+    measured rows of the device's GPU model (see AUTO_TABLE)."""
     check_backend_name(requested)
     if requested == "auto":
-        order = _AUTO_ORDER_CUDA if device.type == "cuda" else ("torch",)
-        return next(name for name in order if unavailable_reason(name, device) is None)
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return "torch"
+        choice = measured_choice(auto_table(), torch.cuda.get_device_name(device), dtype, pixels)
+        return choice if choice is not None and unavailable_reason(choice, device) is None else "torch"
     reason = unavailable_reason(requested, device)
     if reason is not None:
         raise BackendUnavailableError(f"backend {requested!r} is not available on {device}: {reason}")

@@ -78,8 +78,10 @@ class MicroAST(StrictStateDictMixin, nn.Module):
     # --- backend ------------------------------------------------------------------------------
     @property
     def active_backend(self) -> str:
-        """The backend that runs on this model's device (raises if the requested one cannot)."""
-        return dispatch.resolve_backend(self.backend, self._param.device)
+        """The backend that runs on this model's device (raises if the requested one cannot). For "auto"
+        on a GPU the choice also depends on the content's size (``dispatch.resolve_backend``): this is
+        the choice for large images."""
+        return dispatch.resolve_backend(self.backend, self._param.device, self._param.dtype)
 
     @property
     def _param(self) -> torch.Tensor:
@@ -90,8 +92,8 @@ class MicroAST(StrictStateDictMixin, nn.Module):
             any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
         )
 
-    def _backend_for(self, records_grad: bool) -> object:
-        name = self.active_backend
+    def _backend_for(self, records_grad: bool, pixels: int | None = None) -> object:
+        name = dispatch.resolve_backend(self.backend, self._param.device, self._param.dtype, pixels)
         if records_grad and name != "torch":
             if not self._warned_autograd:
                 warnings.warn(
@@ -123,8 +125,8 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         check_pair(content, style)
         alpha = normalize_alpha(alpha, content.shape[0], content.device)
         records_grad = self._records_grad(content, *style_tensors)
-        backend = self._backend_for(records_grad)
         n, _, h, w = content.shape
+        backend = self._backend_for(records_grad, n * h * w)
         plan = self.streaming_plan(n, h, w)  # first: a budget that cannot fit fails before any work
         if plan is not None and records_grad:
             if self._streams_by_default:
