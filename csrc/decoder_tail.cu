@@ -11,7 +11,8 @@ template <typename T>
 __global__ void __launch_bounds__(tail::kThreads)
 tail_kernel(const T* __restrict__ x, int h, int w, MicroastTailWeights weights, T* __restrict__ out) {
   // Past the 48 KB of static shared memory (62.7 KB fp32, 88.8 KB fp16/bf16): dynamic, opted in by the launcher.
-  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  // 128-byte aligned: the WMMA operands in it need 32 bytes, and only 16 are the default.
+  extern __shared__ __align__(128) unsigned char shared_bytes[];
   tail::Shared<T>& s = *reinterpret_cast<tail::Shared<T>*>(shared_bytes);
   const int t = threadIdx.x, block = blockIdx.x, n = blockIdx.y;
   if constexpr (!std::is_same_v<T, float>) tail::load_conv9x9_weights<T>(s, t, weights);
@@ -30,6 +31,7 @@ tail_kernel(const T* __restrict__ x, int h, int w, MicroastTailWeights weights, 
 
 template <typename T>
 cudaError_t launch_tail(const void* x, MicroastTailWeights weights, int n, int h, int w, void* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;  // an empty grid is an invalid launch; there is nothing to compute
   constexpr int bytes = sizeof(tail::Shared<T>);
   const cudaError_t opt_in = cudaFuncSetAttribute(tail_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (opt_in != cudaSuccess) return opt_in;

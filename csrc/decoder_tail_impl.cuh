@@ -192,13 +192,14 @@ __host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, in
 // so tap kx's A operand [16 pixels][16 channels] starts kx pixels into row r + ky, leading dimension
 // 16; B is the tap's [16 in][16 out] weights. 81 products per output row, fp32 accumulation.
 //
-// Phase 0, every thread (before phase 1): the weights, PyTorch [3][16][9][9] fp32 -> [tap][ci][out] in T.
+// Phase 0, every thread (before phase 1): the weights, packed [tap][ci][out] in T by the caller
+// (``w9_mma``), copied 16 bytes a load.
 template <typename T>
 __host__ __device__ inline void load_conv9x9_weights(Shared<T>& s, int t, const MicroastTailWeights& wt) {
-  for (int i = t; i < kTaps9 * kF * kF; i += kThreads) {
-    const int tap = i / (kF * kF), ci = (i / kF) % kF, co = i % kF;
-    s.mma.w9[i] = from_float<T>(co < 3 ? wt.w9[(co * kF + ci) * kTaps9 + tap] : 0.f);
-  }
+  constexpr int kPieces = kTaps9 * kF * kF * sizeof(T) / 16, kPerPiece = 16 / sizeof(T);
+  const T* src = static_cast<const T*>(wt.w9_mma);
+#pragma unroll 2  // fully unrolled, the ten 16-byte loads in flight spill registers
+  for (int i = t; i < kPieces; i += kThreads) copy16(s.mma.w9 + i * kPerPiece, src + i * kPerPiece);
 }
 
 // Phase 3a, every warp: output rows 2 * warp and 2 * warp + 1, accumulators to shared memory.

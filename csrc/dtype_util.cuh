@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstring>
+
 #include "microast_kernels.h"
 
 namespace microast {
@@ -30,6 +32,16 @@ __host__ __device__ __forceinline__ float4 load4(const float* p) {
   return __ldg(reinterpret_cast<const float4*>(p));
 #else
   return *reinterpret_cast<const float4*>(p);
+#endif
+}
+
+// 16 bytes from global memory to shared memory, through the read-only cache on the device; ``dst`` and
+// ``src`` 16-byte aligned.
+__host__ __device__ __forceinline__ void copy16(void* dst, const void* src) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<uint4*>(dst) = __ldg(reinterpret_cast<const uint4*>(src));
+#else
+  std::memcpy(dst, src, 16);
 #endif
 }
 

@@ -23,6 +23,7 @@ head_quarter_kernel(const T* __restrict__ half, int h, int w, MicroastHeadWeight
 template <typename T>
 cudaError_t launch_head(const void* image, MicroastHeadWeights weights, int n, int h, int w, void* half, void* out,
                         cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;  // an empty grid is an invalid launch; there is nothing to compute
   head_half_kernel<T><<<dim3(head::half_blocks(h, w), n), head::kThreads, 0, stream>>>(
       static_cast<const T*>(image), h, w, weights, static_cast<T*>(half));
   head_quarter_kernel<T><<<dim3(head::quarter_blocks(h, w), n), head::kThreads, 0, stream>>>(

@@ -47,7 +47,7 @@ void emulate_exact_conv(const T* in, const T* block_input, const float* weight, 
 
 // resblock_mma_kernel's phases: per-thread phases thread by thread, per-warp phases warp by warp.
 template <typename T, bool kSecond>
-void emulate_mma_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+void emulate_mma_conv(const T* in, const T* block_input, const T* weight, const float* bias,
                       const MicroastModulation& mod, int n, int h, int w, T* out) {
   using namespace microast::resblock_mma;
   using microast::warp_mma::Accumulator;
@@ -70,7 +70,7 @@ void emulate_mma_conv(const T* in, const T* block_input, const float* weight, co
 
 // As resblock.cu: fp32 maps take the exact kernel, fp16/bf16 maps the tensor-core kernel.
 template <typename T, bool kSecond>
-void emulate_conv(const T* in, const T* block_input, const float* weight, const float* bias,
+void emulate_conv(const T* in, const T* block_input, const T* weight, const float* bias,
                   const MicroastModulation& mod, int n, int h, int w, T* out) {
   if constexpr (std::is_same_v<T, float>) {
     emulate_exact_conv<T, kSecond>(in, block_input, weight, bias, mod, n, h, w, out);
@@ -80,11 +80,12 @@ void emulate_conv(const T* in, const T* block_input, const float* weight, const 
 }
 
 template <typename T>
-void emulate_resblock(const void* x, const float* w1, const float* b1, const float* w2, const float* b2,
+void emulate_resblock(const void* x, const void* w1, const float* b1, const void* w2, const float* b2,
                       const MicroastModulation& mod, int n, int h, int w, void* scratch, void* out) {
-  emulate_conv<T, false>(static_cast<const T*>(x), nullptr, w1, b1, mod, n, h, w, static_cast<T*>(scratch));
-  emulate_conv<T, true>(static_cast<const T*>(scratch), static_cast<const T*>(x), w2, b2, mod, n, h, w,
-                        static_cast<T*>(out));
+  emulate_conv<T, false>(static_cast<const T*>(x), nullptr, static_cast<const T*>(w1), b1, mod, n, h, w,
+                         static_cast<T*>(scratch));
+  emulate_conv<T, true>(static_cast<const T*>(scratch), static_cast<const T*>(x), static_cast<const T*>(w2), b2, mod,
+                        n, h, w, static_cast<T*>(out));
 }
 
 template <typename T>
@@ -134,10 +135,11 @@ extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* im
   return known ? 0 : 1;
 }
 
-extern "C" int microast_emulate_decoder_tail(MicroastDtype dtype, const void* x, const float* const* weights, int n, int h,
+// ``weights``: the ten fp32 operands of MicroastTailWeights, then w9_mma (null for fp32 maps).
+extern "C" int microast_emulate_decoder_tail(MicroastDtype dtype, const void* x, const void* const* weights, int n, int h,
                                              int w, void* out) {
-  const MicroastTailWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
-                               weights[5], weights[6], weights[7], weights[8], weights[9]};
+  const auto f = [&](int i) { return static_cast<const float*>(weights[i]); };
+  const MicroastTailWeights wt{f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), weights[10]};
   const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_tail<decltype(tag)>(x, wt, n, h, w, out); });
   return known ? 0 : 1;
 }
@@ -148,7 +150,7 @@ extern "C" int microast_emulate_stats(MicroastDtype dtype, const void* x, int n,
   return known ? 0 : 1;
 }
 
-extern "C" int microast_emulate_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1, const float* w2,
+extern "C" int microast_emulate_resblock(MicroastDtype dtype, const void* x, const void* w1, const float* b1, const void* w2,
                                          const float* b2, const float* x_mean, const float* x_std,
                                          const float* s_mean, const float* s_std, int style_batch,
                                          const float* alpha, int alpha_batch, const float* filt_w,

@@ -22,6 +22,7 @@ __global__ void stats_merge_kernel(const float* __restrict__ partials, int chunk
 template <typename T>
 cudaError_t launch_stats(const void* x, int n, long long pixels, float eps, float* partials, float* mean,
                          float* std, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;  // an empty grid is an invalid launch; there is nothing to compute
   const int chunks = static_cast<int>(stats::chunk_count(pixels));
   stats_partials_kernel<T><<<dim3(chunks, n), dim3(MICROAST_CHANNELS, stats::kLanes), 0, stream>>>(
       static_cast<const T*>(x), pixels, chunks, partials);

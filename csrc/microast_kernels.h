@@ -38,20 +38,24 @@ struct MicroastModulation {
 //   y3 = relu(w * conv1(x') + b_f * x')      -> scratch [n, h, w, 64]
 //   out = x' + w * conv2(y3) + b_f * y3
 // (without FilterMod: y3 = relu(conv1(x')), out = x' + conv2(y3)). Convolutions are 3x3 with reflection
-// padding by index; weights are packed [9 taps][64 in][64 out] fp32, biases [64] fp32. fp32 maps: exact
-// fp32 arithmetic. fp16/bf16 maps: tensor cores (sm_80+), the weights and x' rounded to the map dtype as
-// operands (a half model's weights are already), fp32 accumulation and epilogue.
-cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1,
-                              const float* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
+// padding by index; weights are packed [9 taps][64 in][64 out] in the map dtype, 16-byte aligned (each
+// block copies them as they are, 16 bytes a load), biases [64] fp32. fp32 maps: exact fp32 arithmetic.
+// fp16/bf16 maps: tensor cores (sm_80+), x' rounded to the map dtype as an operand, fp32 accumulation
+// and epilogue.
+cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const void* w1, const float* b1,
+                              const void* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
                               void* scratch, void* out, cudaStream_t stream);
 
 // The decoder tail (dec3) from the quarter-res map x [n, h, w, 64] to the image out [n, 3, 4h, 4w]
 // (NCHW, x's dtype), one kernel: the 32- and 16-channel maps exist only per tile, in shared memory; the
 // 9x9 on the tensor cores for fp16/bf16 maps (sm_80+), exact fp32 for fp32 maps. Weights in
 // PyTorch layouts, fp32: grouped 3x3 [32, 2, 3, 3], 1x1 [32, 32], grouped 3x3 [16, 2, 3, 3],
-// 1x1 [16, 16], 9x9 [3, 16, 9, 9], and their biases.
+// 1x1 [16, 16], 9x9 [3, 16, 9, 9], and their biases; for fp16/bf16 maps also the 9x9 as the tensor
+// cores take it, ``w9_mma``: [81 taps][16 in][16 out] in the map dtype, outputs 3..15 zero, 16-byte
+// aligned (null for fp32 maps).
 struct MicroastTailWeights {
   const float *wg1, *bg1, *w1, *b1, *wg2, *bg2, *w2, *b2, *w9, *b9;
+  const void* w9_mma;
 };
 cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTailWeights weights, int n, int h,
                                   int w, void* out, cudaStream_t stream);

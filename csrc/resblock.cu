@@ -25,7 +25,7 @@ resblock_conv_kernel(const T* __restrict__ in, const T* __restrict__ block_input
 
 template <typename T, bool kSecond>
 __global__ void __launch_bounds__(resblock_mma::kThreads)
-resblock_mma_kernel(const T* __restrict__ in, const T* __restrict__ block_input, const float* __restrict__ weight,
+resblock_mma_kernel(const T* __restrict__ in, const T* __restrict__ block_input, const T* __restrict__ weight,
                     const float* __restrict__ bias, MicroastModulation mod, int h, int w, T* __restrict__ out) {
   __shared__ resblock_mma::Shared<T> s;
   const int t = threadIdx.x, warp = t / 32, block = blockIdx.x, n = blockIdx.y;
@@ -48,7 +48,7 @@ resblock_mma_kernel(const T* __restrict__ in, const T* __restrict__ block_input,
 }
 
 template <typename T, bool kSecond>
-void launch_conv(const T* in, const T* block_input, const float* weight, const float* bias, const MicroastModulation& mod,
+void launch_conv(const T* in, const T* block_input, const T* weight, const float* bias, const MicroastModulation& mod,
                  int n, int h, int w, T* out, cudaStream_t stream) {
   if constexpr (std::is_same_v<T, float>) {
     const dim3 grid(resblock::blocks(h, w), n);
@@ -60,20 +60,22 @@ void launch_conv(const T* in, const T* block_input, const float* weight, const f
 }
 
 template <typename T>
-cudaError_t launch_resblock(const void* x, const float* w1, const float* b1, const float* w2, const float* b2,
+cudaError_t launch_resblock(const void* x, const void* w1, const float* b1, const void* w2, const float* b2,
                             MicroastModulation mod, int n, int h, int w, void* scratch, void* out,
                             cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;  // an empty grid is an invalid launch; there is nothing to compute
   const T* input = static_cast<const T*>(x);
-  launch_conv<T, false>(input, nullptr, w1, b1, mod, n, h, w, static_cast<T*>(scratch), stream);
-  launch_conv<T, true>(static_cast<const T*>(scratch), input, w2, b2, mod, n, h, w, static_cast<T*>(out), stream);
+  launch_conv<T, false>(input, nullptr, static_cast<const T*>(w1), b1, mod, n, h, w, static_cast<T*>(scratch), stream);
+  launch_conv<T, true>(static_cast<const T*>(scratch), input, static_cast<const T*>(w2), b2, mod, n, h, w,
+                       static_cast<T*>(out), stream);
   return cudaGetLastError();
 }
 
 }  // namespace
 }  // namespace microast
 
-cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const float* w1, const float* b1,
-                              const float* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
+cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const void* w1, const float* b1,
+                              const void* w2, const float* b2, MicroastModulation mod, int n, int h, int w,
                               void* scratch, void* out, cudaStream_t stream) {
   cudaError_t error = cudaErrorInvalidValue;
   microast::with_map_type(dtype, [&](auto tag) {

@@ -124,11 +124,12 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
 // owns output row r, whose 16 pixels are the M of its products, and all 64 output channels (four 16x16
 // accumulators). For tap (dy, dx) and input channels k0..k0+15, the A operand is 16 consecutive pixels
 // of the reflected input tile in shared memory, row r + dy from column dx: a plain row-major operand
-// with the pixel stride as its leading dimension, so no im2col copy exists. Each tap's 64x64 weights
-// are rounded to the map dtype into shared memory by the whole block (read from global once per tile).
-// The operands are what the reference in fp16 / bf16 multiplies: the map values, FeatMod's output
-// x' = a * x + b rounded to the map dtype, and the model's half-precision weights (exact after the
-// fp32 packing); products accumulate in fp32.
+// with the pixel stride as its leading dimension, so no im2col copy exists. Each tap's 64x64 weights,
+// packed in the map dtype, are copied into shared memory by the whole block, 16 bytes a load (read
+// from global once per tile: 72 KB a tile in all, against 23 KB of input tile; larger tiles would
+// share them further). The operands are what the reference in fp16 / bf16 multiplies: the map values,
+// FeatMod's output x' = a * x + b rounded to the map dtype, and the model's half-precision weights;
+// products accumulate in fp32.
 namespace resblock_mma {
 
 constexpr int kRows = 8, kCols = warp_mma::kSide;  // output tile; kCols is the MMA's M
@@ -175,12 +176,17 @@ __host__ __device__ inline void load_tile(Shared<T>& s, int t, int block, int n,
   }
 }
 
-// Phase 3a (per tap), every thread: the tap's packed fp32 weights [in][out], rounded to the map dtype.
+// Phase 3a (per tap), every thread: 16-byte pieces of the tap's packed weights [in][out] (map dtype) into
+// the padded rows of ``tap``.
 template <typename T>
-__host__ __device__ inline void load_tap(Shared<T>& s, int t, int tap, const float* weight) {
-  const float* src = weight + tap * MICROAST_CHANNELS * MICROAST_CHANNELS;
-  for (int i = t; i < MICROAST_CHANNELS * MICROAST_CHANNELS; i += kThreads)
-    s.in.tap[(i / MICROAST_CHANNELS) * kStride + i % MICROAST_CHANNELS] = from_float<T>(src[i]);
+__host__ __device__ inline void load_tap(Shared<T>& s, int t, int tap, const T* weight) {
+  constexpr int kPerPiece = 16 / sizeof(T), kPiecesPerRow = MICROAST_CHANNELS / kPerPiece;
+  static_assert(kStride * sizeof(T) % 16 == 0, "padded weight rows must stay 16-byte aligned");
+  const T* src = weight + tap * MICROAST_CHANNELS * MICROAST_CHANNELS;
+  for (int i = t; i < MICROAST_CHANNELS * kPiecesPerRow; i += kThreads) {
+    const int row = i / kPiecesPerRow, col = (i % kPiecesPerRow) * kPerPiece;
+    copy16(s.in.tap + row * kStride + col, src + row * MICROAST_CHANNELS + col);
+  }
 }
 
 // Phase 3b (per tap), every warp: its row's products for this tap, over the 64 input channels.

@@ -48,18 +48,19 @@ def _ops():
     return torch.ops.microast
 
 
-def pack_conv3x3(conv) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ConvLayer`` 64->64 3x3 -> weight ``[9 taps, 64 in, 64 out]`` and bias, fp32."""
+def pack_conv3x3(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ConvLayer`` 64->64 3x3 -> weight ``[9 taps, 64 in, 64 out]`` in the maps' ``dtype`` (the kernels
+    copy it as it is) and bias, fp32."""
     w = conv.conv_layer.weight
-    return w.permute(2, 3, 1, 0).reshape(9, w.shape[1], w.shape[0]).float().contiguous(), conv.conv_layer.bias.float()
+    return w.permute(2, 3, 1, 0).reshape(9, w.shape[1], w.shape[0]).to(dtype).contiguous(), conv.conv_layer.bias.float()
 
 
-def _pack_block(block) -> tuple[torch.Tensor, ...]:
-    return (*pack_conv3x3(block.conv1), *pack_conv3x3(block.conv2))
+def _pack_block(block, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return (*pack_conv3x3(block.conv1, dtype), *pack_conv3x3(block.conv2, dtype))
 
 
 def _resblock(ops, block, x, featmod=None, filtermod=None) -> torch.Tensor:
-    return _run_block(ops, _pack_block(block), x, featmod, filtermod)
+    return _run_block(ops, _pack_block(block, x.dtype), x, featmod, filtermod)
 
 
 def _run_block(ops, packed, x, featmod=None, filtermod=None) -> torch.Tensor:
@@ -82,10 +83,11 @@ class _Operands:
 
     def __init__(self, model):
         encoder = model.content_encoder
+        dtype = model.decoder.dec1.conv1.conv_layer.weight.dtype  # the maps' dtype: inputs match the model
         self.head = head_weights(encoder)
-        self.encoder_blocks = (_pack_block(encoder.enc1[10]), _pack_block(encoder.enc2[0]))
-        self.decoder_blocks = (_pack_block(model.decoder.dec1), _pack_block(model.decoder.dec2))
-        self.tail = tail_weights(model)
+        self.encoder_blocks = (_pack_block(encoder.enc1[10], dtype), _pack_block(encoder.enc2[0], dtype))
+        self.decoder_blocks = (_pack_block(model.decoder.dec1, dtype), _pack_block(model.decoder.dec2, dtype))
+        self.tail = tail_weights(model, dtype)
 
     def encode(self, ops, image: torch.Tensor) -> torch.Tensor:
         """Image [N, 3, H, W] -> the content feature, NHWC at quarter res."""
@@ -113,10 +115,19 @@ def head_weights(encoder) -> list[torch.Tensor]:
     return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
 
 
-def tail_weights(model) -> list[torch.Tensor]:
-    """The decoder tail's ten fp32 operands in PyTorch layouts (conv layers 1, 3, 6, 8, 10 of dec3)."""
+def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:
+    """The decoder tail's operands for maps of ``dtype``: ten fp32 tensors in PyTorch layouts (conv layers
+    1, 3, 6, 8, 10 of dec3), then the 9x9 as the tensor cores take it (``pack_conv9x9_mma``; None for fp32)."""
     convs = [model.decoder.dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
-    return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
+    fp32 = [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
+    return fp32 + [None if dtype == torch.float32 else pack_conv9x9_mma(convs[-1].weight, dtype)]
+
+
+def pack_conv9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tail's 9x9 ``[3 out, 16 in, 9, 9]`` -> ``[81 taps, 16 in, 16 out]`` in ``dtype``, outputs 3..15
+    zero: one 16x16 B operand per tap for the tensor cores (whose N is 16)."""
+    taps = weight.permute(2, 3, 1, 0).reshape(81, weight.shape[1], weight.shape[0])
+    return torch.nn.functional.pad(taps, (0, 16 - weight.shape[0])).to(dtype).contiguous()
 
 
 class TileStages:

@@ -67,8 +67,13 @@ class EmulatedOps:
         return t.permute(0, 2, 3, 1).contiguous()
 
     @staticmethod
-    def cuda_decoder_tail(x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9):
+    def cuda_decoder_tail(x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9, w9_mma):
         import torch.nn.functional as F
+
+        assert (w9_mma is None) == (x.dtype == torch.float32)
+        if w9_mma is not None:  # [tap = 9 * ky + kx, in, out]: the 9x9 in the map dtype, outputs 3..15 zero
+            taps = w9_mma.reshape(9, 9, 16, 16).permute(3, 2, 0, 1)
+            assert torch.equal(taps[:3], w9.to(x.dtype)) and not taps[3:].any()
 
         def conv(t, weight, bias, groups=1):
             return F.conv2d(F.pad(t, (weight.shape[-1] // 2,) * 4, mode="reflect"), weight, bias, groups=groups)
@@ -142,6 +147,12 @@ def ptr(t):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def pointer_table(tensors):
+    """A C array of the tensors' data pointers (null for None), as the emulation's weight tables take them."""
+    import ctypes
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n,h,w", [(2, 5, 7), (1, 67, 130)])  # 8,710 pixels: three chunks to merge
 def test_emulated_instance_stats(emulation, dtype, n, h, w):
@@ -170,8 +181,8 @@ def test_emulated_resblock_matches_torch(emulation, dtype, atol, modulated, n, h
     block = model.decoder.dec1
     g = torch.Generator().manual_seed(n * h * w)
     x = torch.randn(n, h, w, 64, generator=g) * 2 + 0.5
-    w1, b1 = cuda_backend.pack_conv3x3(block.conv1)
-    w2, b2 = cuda_backend.pack_conv3x3(block.conv2)
+    w1, b1 = cuda_backend.pack_conv3x3(block.conv1, dtype)
+    w2, b2 = cuda_backend.pack_conv3x3(block.conv2, dtype)
     args = [None] * 4 + [1, None, 1, None, None, 1]
     with torch.no_grad():
         if modulated:
@@ -201,16 +212,14 @@ def test_emulated_resblock_matches_torch(emulation, dtype, atol, modulated, n, h
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("n,h,w", [(1, 2, 2), (2, 5, 3), (1, 9, 12)])
 def test_emulated_decoder_tail_matches_torch(emulation, dtype, atol, n, h, w):
-    import ctypes
-
     model = MicroAST.from_pretrained(backend="torch")
     x = torch.randn(n, h, w, 64, generator=torch.Generator().manual_seed(h * w)).abs() * 4  # a block output's range
     with torch.no_grad():
         expected = model.decoder.dec3(x.permute(0, 3, 1, 2))
     from microast_fast.cuda_backend import tail_weights
 
-    weights = tail_weights(model)
-    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    weights = tail_weights(model, dtype)  # kept alive while the table points into it
+    table = pointer_table(weights)
     xd = x.to(dtype)
     out = torch.empty(n, 3, 4 * h, 4 * w, dtype=dtype)
     assert emulation.microast_emulate_decoder_tail(DTYPE_CODES[dtype], ptr(xd), table, n, h, w, ptr(out)) == 0
@@ -221,8 +230,6 @@ def test_emulated_decoder_tail_matches_torch(emulation, dtype, atol, n, h, w):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-6), (torch.float16, 2e-4), (torch.bfloat16, 2e-3)])
 @pytest.mark.parametrize("n,h,w", [(1, 5, 5), (2, 13, 11), (1, 30, 37)])
 def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
-    import ctypes
-
     from microast_fast.cuda_backend import head_weights
 
     encoder = MicroAST.from_pretrained(backend="torch").content_encoder
@@ -230,7 +237,7 @@ def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
     with torch.no_grad():
         expected = encoder.enc1[:10](image)
     weights = head_weights(encoder)
-    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    table = pointer_table(weights)
     image_d = image.to(dtype)
     h2, w2 = -(-h // 2), -(-w // 2)
     half, out = torch.empty(n, h2, w2, 32, dtype=dtype), torch.empty(n, -(-h2 // 2), -(-w2 // 2), 64, dtype=dtype)
@@ -250,8 +257,6 @@ CROSS_FP16_ATOL = {"resblock": 1.6e-2, "tail": 2e-3, "head": 4e-4}
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
-    import ctypes
-
     pytest.importorskip("triton")
     from microast_fast import cuda_backend, torch_backend
     from microast_fast.kernels import decoder_tail, encoder_head, filtermod_resblock
@@ -270,8 +275,8 @@ def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
     fw, fb = torch.randn(n, 64, generator=g) * 0.5 + 1, torch.randn(n, 64, generator=g) * 0.2
     alpha = torch.tensor([0.7, 0.2])
     mean, std = (t.reshape(n, 64).contiguous() for t in torch_backend.instance_stats(x.float().permute(0, 3, 1, 2)))
-    w1, b1 = cuda_backend.pack_conv3x3(block.conv1)
-    w2, b2 = cuda_backend.pack_conv3x3(block.conv2)
+    w1, b1 = cuda_backend.pack_conv3x3(block.conv1, dtype)
+    w2, b2 = cuda_backend.pack_conv3x3(block.conv2, dtype)
     scratch, out = torch.empty_like(x), torch.empty_like(x)
     assert emulation.microast_emulate_resblock(
         DTYPE_CODES[dtype], ptr(x), ptr(w1), ptr(b1), ptr(w2), ptr(b2), ptr(mean), ptr(std), ptr(s_mean), ptr(s_std), n,
@@ -284,16 +289,16 @@ def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
     check(out, expected, "resblock")
 
     x = (torch.randn(1, 9, 12, 64, generator=g).abs() * 4).to(dtype)  # a 36x48 image: 3x3 tiles of 16
-    weights = cuda_backend.tail_weights(model)
     out = torch.empty(1, 3, 36, 48, dtype=dtype)
-    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    weights = cuda_backend.tail_weights(model, dtype)  # kept alive while the table points into it
+    table = pointer_table(weights)
     assert emulation.microast_emulate_decoder_tail(DTYPE_CODES[dtype], ptr(x), table, 1, 9, 12, ptr(out)) == 0
     check(out, decoder_tail.decoder_tail(x, *decoder_tail.pack_decoder_tail(model.decoder.dec3, dtype)), "tail")
 
     image = torch.rand(1, 3, 37, 70, generator=g).to(dtype)
     weights = cuda_backend.head_weights(model.content_encoder)
     half, out = torch.empty(1, 19, 35, 32, dtype=dtype), torch.empty(1, 10, 18, 64, dtype=dtype)
-    table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+    table = pointer_table(weights)
     assert emulation.microast_emulate_encoder_head(DTYPE_CODES[dtype], ptr(image), table, 1, 37, 70, ptr(half),
                                                    ptr(out)) == 0
     check(out, encoder_head.encoder_head(image, *encoder_head.pack_encoder_head(model.content_encoder.enc1, dtype)),
@@ -307,11 +312,10 @@ class HostKernelOps:
         self.lib = lib
 
     def cuda_encoder_head(self, image, *weights):
-        import ctypes
         n, _, h, w = image.shape
         h2, w2 = -(-h // 2), -(-w // 2)
         half, out = image.new_empty(n, h2, w2, 32), image.new_empty(n, -(-h2 // 2), -(-w2 // 2), 64)
-        table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+        table = pointer_table(weights)
         assert self.lib.microast_emulate_encoder_head(DTYPE_CODES[image.dtype], ptr(image), table, n, h, w, ptr(half),
                                                       ptr(out)) == 0
         return out
@@ -335,10 +339,9 @@ class HostKernelOps:
         return out
 
     def cuda_decoder_tail(self, x, *weights):
-        import ctypes
         n, h, w, _ = x.shape
         out = x.new_empty(n, 3, 4 * h, 4 * w)
-        table = (ctypes.c_void_p * 10)(*[t.data_ptr() for t in weights])
+        table = pointer_table(weights)
         assert self.lib.microast_emulate_decoder_tail(DTYPE_CODES[x.dtype], ptr(x), table, n, h, w, ptr(out)) == 0
         return out
 
@@ -456,15 +459,39 @@ def test_resblock_op_matches_torch(ops, modulated, n, h, w):
 
 
 @gpu
+def test_ops_refuse_what_the_kernels_would_misread(ops):
+    """The ops are public: operands the kernels would read out of bounds or misaligned are refused with
+    the reason, and an empty batch launches nothing."""
+    from microast_fast import cuda_backend
+    model = MicroAST.from_pretrained(backend="torch", device="cuda")
+    x = nhwc(3, 2, 5, 6)
+    w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1, x.dtype)
+    w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2, x.dtype)
+    stats = [torch.rand(2, 64, device="cuda") + 0.5 for _ in range(2)]
+    signals = [torch.rand(3, 64, device="cuda") + 0.5 for _ in range(2)]  # 3 rows for a batch of 2
+    alpha = torch.ones(2, device="cuda")
+    with pytest.raises(RuntimeError, match=r"s_mean must be \[1 or 2, 64\]"):
+        torch.ops.microast.cuda_resblock(x, w1, b1, w2, b2, *stats, *signals, alpha, None, None)
+    with pytest.raises(RuntimeError, match="16-byte aligned"):
+        shifted = torch.empty(w1.numel() + 1, device="cuda")[1:].view_as(w1).copy_(w1)
+        torch.ops.microast.cuda_resblock(x, shifted, b1, w2, b2, *(None,) * 7)
+    with pytest.raises(RuntimeError, match="w9_mma"):
+        torch.ops.microast.cuda_decoder_tail(x.half(), *cuda_backend.tail_weights(model, torch.float32))
+    empty = torch.ops.microast.cuda_resblock(x[:0], w1, b1, w2, b2, *(None,) * 7)
+    assert empty.shape == (0, 5, 6, 64)
+
+
+@gpu
 def test_opcheck(ops):
     from microast_fast import cuda_backend
     x = nhwc(1, 2, 6, 5)
     torch.library.opcheck(torch.ops.microast.cuda_instance_stats, (x,))
     model = MicroAST.from_pretrained(backend="torch", device="cuda")
-    w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1)
-    w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2)
-    torch.library.opcheck(torch.ops.microast.cuda_resblock, (x, w1, b1, w2, b2) + (None,) * 7)
-    torch.library.opcheck(torch.ops.microast.cuda_decoder_tail, (x, *cuda_backend.tail_weights(model)))
+    for maps in (x, x.half()):
+        w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1, maps.dtype)
+        w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2, maps.dtype)
+        torch.library.opcheck(torch.ops.microast.cuda_resblock, (maps, w1, b1, w2, b2) + (None,) * 7)
+        torch.library.opcheck(torch.ops.microast.cuda_decoder_tail, (maps, *cuda_backend.tail_weights(model, maps.dtype)))
     image = torch.rand(2, 3, 13, 11, device="cuda")
     torch.library.opcheck(torch.ops.microast.cuda_encoder_head, (image, *cuda_backend.head_weights(model.content_encoder)))
 
