@@ -6,9 +6,10 @@
 //   resblock_mma::   tensor cores, fp16/bf16 operands with fp32 accumulation (fp16/bf16 maps).
 //
 // Exact form: a block computes an 8x8 pixel tile for all 64 output channels: the reflected 10x10x64 input tile
-// sits in shared memory (row stride 65 floats, so the 32 pixels a warp reads fall in 32 banks), each
-// thread accumulates 16 output channels of one pixel in fp32, and the packed weights [tap][in][out]
-// stream through the read-only cache (a warp's threads read the same weights: broadcast loads).
+// sits in shared memory (65 floats a pixel, rows padded to 8 banks apart, so the 4 rows x 8 pixels a
+// warp reads fall in 32 distinct banks), each thread accumulates 16 output channels of one pixel in
+// fp32, and the packed weights [tap][in][out] stream through the read-only cache (a warp's threads
+// read the same weights: broadcast loads).
 #pragma once
 
 #include "dtype_util.cuh"
@@ -45,17 +46,24 @@ namespace resblock {
 
 constexpr int kTile = 8;                       // output tile side
 constexpr int kHalo = kTile + 2;               // input tile side
-constexpr int kStride = MICROAST_CHANNELS + 1;  // padded channel stride in shared memory
+constexpr int kStride = MICROAST_CHANNELS + 1;  // floats a pixel in shared memory (one bank apart)
+// Floats a tile row: a warp reads 4 rows x 8 pixels, in banks (row * kRowPitch + pixel) mod 32, so
+// the pitch is 8 mod 32 (650, unpadded, would put pixels 30..37 of the row-major order on banks 0..5).
+constexpr int kRowPitch = kHalo * kStride + 30;
+static_assert(kRowPitch % 32 == 8, "a warp's 4 x 8 pixels must fall in distinct banks");
 constexpr int kThreads = 256;                  // 64 pixels x 4 groups of 16 output channels
 constexpr int kOutPerThread = 16;
 
 struct Shared {
-  float tile[kHalo * kHalo * kStride];
+  float tile[kHalo * kRowPitch];
   BlockSignals sig;
 };
 
 __host__ __device__ inline int blocks_w(int w) { return (w + kTile - 1) / kTile; }
 __host__ __device__ inline int blocks(int h, int w) { return ((h + kTile - 1) / kTile) * blocks_w(w); }
+
+// Where input tile pixel (y, x) starts in ``tile``.
+__host__ __device__ inline int tile_pixel(int y, int x) { return y * kRowPitch + x * kStride; }
 
 // Phase 2, every thread: its share of the input tile with a 1-pixel halo, reflected at the map border
 // (rows/columns past the border of an overhanging tile read a valid row; their outputs are not stored).
@@ -69,7 +77,7 @@ __host__ __device__ inline void load_tile(Shared& s, int t, int block, int n, co
     const int gy = reflect(imin(y0 + p / kHalo - 1, h), h), gx = reflect(imin(x0 + p % kHalo - 1, w), w);
     float v = to_float(src[(static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + c]);
     if (!kSecond) v = s.sig.affine_a[c] * v + s.sig.affine_b[c];
-    s.tile[p * kStride + c] = v;
+    s.tile[tile_pixel(p / kHalo, p % kHalo) + c] = v;
   }
 }
 
@@ -86,7 +94,7 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
 #pragma unroll
   for (int j = 0; j < kOutPerThread; ++j) acc[j] = bias[co0 + j];
   for (int tap = 0; tap < 9; ++tap) {
-    const float* window = s.tile + ((oy + tap / 3) * kHalo + ox + tap % 3) * kStride;
+    const float* window = s.tile + tile_pixel(oy + tap / 3, ox + tap % 3);
     const float* taps = weight + tap * MICROAST_CHANNELS * MICROAST_CHANNELS + co0;
     for (int ci = 0; ci < MICROAST_CHANNELS; ++ci) {
       const float v = window[ci];
@@ -103,7 +111,7 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
   const int gy = y0 + oy, gx = x0 + ox;
   if (gy >= h || gx >= w) return;
   const long long o = (static_cast<long long>(n) * h * w + static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + co0;
-  const float* centre = s.tile + ((oy + 1) * kHalo + ox + 1) * kStride;  // this conv's input at the pixel
+  const float* centre = s.tile + tile_pixel(oy + 1, ox + 1);  // this conv's input at the pixel
 #pragma unroll
   for (int j = 0; j < kOutPerThread; ++j) {
     const int co = co0 + j;
@@ -138,8 +146,9 @@ constexpr int kWarps = kRows;
 constexpr int kThreads = 32 * kWarps;
 constexpr int kNFrags = MICROAST_CHANNELS / warp_mma::kSide;  // accumulators per warp
 // Elements per pixel (tile) and per input channel (tap weights) in shared memory: 64 + 16, so that
-// every operand starts 32 bytes after the previous pixel's (WMMA alignment) and rows four pixels apart
-// start in different banks.
+// every operand row starts on a 32-byte boundary (WMMA alignment). Rows 160 bytes apart still meet
+// 2-way bank conflicts in the operand loads (rows four apart share a bank); only ldmatrix-level
+// layouts (mma.sync with swizzled shared memory) would avoid them.
 constexpr int kStride = MICROAST_CHANNELS + 16;
 constexpr int kOutStride = MICROAST_CHANNELS + 4;  // fp32 accumulators per pixel in the epilogue
 
