@@ -2,8 +2,10 @@
 // device, host_emulation.cpp on the host. Two kernels:
 //   half:    image [n, 3, H, W] (NCHW) -> half map [n, H2, W2, 32]: for an 8x8 tile of half-res outputs,
 //            phase 1 stages relu(9x9 3->16) on the 17x17 full-res pixels the stride-2 windows read
-//            (shared memory; the 16-channel full-res map never leaves the block); phase 2, one
-//            thread a pixel: grouped (g=16) stride-2 3x3 16->32 + ReLU, 1x1 32->32 + ReLU.
+//            (shared memory; the 16-channel full-res map never leaves the block); phase 2 the grouped
+//            (g=16) stride-2 3x3 16->32 + ReLU of the tile's 64 pixels, also into shared memory;
+//            phase 3 the 1x1 32->32 + ReLU. Phases 2 and 3 spread the tile's 64 x 32 values over all
+//            threads, consecutive threads on consecutive channels (coalesced stores).
 //   quarter: half map -> quarter map [n, H4, W4, 64], one thread a pixel: grouped (g=32) stride-2 3x3
 //            32->64 + ReLU, 1x1 64->64 + ReLU.
 // Each level reflects at its own border (H2 = ceil(H/2), H4 = ceil(H2/2)); weights are the PyTorch
@@ -20,9 +22,13 @@ constexpr int kThreads = 256;
 constexpr int kTile = 8;                // half kernel: half-res output tile side
 constexpr int kSpan = 2 * kTile + 1;    // 17 full-res pixels a side read by the stride-2 windows
 constexpr int kF = 16;                  // channels of the full-resolution map
+constexpr int kH = 32;                  // channels of the half-resolution map
+constexpr int kHStride = kH + 1;        // g and w1t rows: a transposing store hits 32 distinct banks
 
 struct Shared {
-  float f[kSpan * kSpan * kF];
+  float f[kSpan * kSpan * kF];   // relu(9x9) at the staged full-res pixels
+  float g[kTile * kTile * kHStride];  // relu(grouped 3x3) at the tile's half-res pixels
+  float w1t[kH * kHStride];      // the 1x1's weights transposed, [in][out]
 };
 
 __host__ __device__ inline int half_size(int n) { return (n + 1) / 2; }
@@ -54,30 +60,35 @@ __host__ __device__ inline void stage_full(Shared& s, int t, int block, int n, c
     }
     for (int c = 0; c < kF; ++c) s.f[p * kF + c] = acc[c] > 0.f ? acc[c] : 0.f;
   }
+  for (int i = t; i < kH * kH; i += kThreads) s.w1t[(i % kH) * kHStride + i / kH] = wt.w1[i];  // [out][in] -> [in][out]
 }
 
-// Half kernel, phase 2, threads 0..63: one half-res pixel of the tile.
-template <typename T>
-__host__ __device__ inline void half_pixel(const Shared& s, int t, int block, int n, int H, int W,
-                                           const MicroastHeadWeights& wt, T* half) {
-  if (t >= kTile * kTile) return;
-  const int H2 = half_size(H), W2 = half_size(W);
-  const int j = (block / tiles_w(W)) * kTile + t / kTile, i = (block % tiles_w(W)) * kTile + t % kTile;
-  if (j >= H2 || i >= W2) return;
-  const int ly = 2 * (t / kTile), lx = 2 * (t % kTile);  // the window's top-left in the staged pixels
-  float g[32];
-  for (int co = 0; co < 32; ++co) {
+// Half kernel, phase 2, every thread: relu(grouped stride-2 3x3 16->32) at (pixel, channel) pairs of
+// the tile (a warp: one pixel's 32 channels). Pixels past the map's edge compute unused values.
+__host__ __device__ inline void half_grouped(Shared& s, int t, const MicroastHeadWeights& wt) {
+  for (int i = t; i < kTile * kTile * kH; i += kThreads) {
+    const int p = i / kH, co = i % kH;
+    const int ly = 2 * (p / kTile), lx = 2 * (p % kTile);  // the window's top-left in the staged pixels
     float acc = wt.bg1[co];
     for (int tap = 0; tap < 9; ++tap) {
       acc = fmaf(wt.wg1[co * 9 + tap], s.f[((ly + tap / 3) * kSpan + lx + tap % 3) * kF + co / 2], acc);
     }
-    g[co] = acc > 0.f ? acc : 0.f;
+    s.g[p * kHStride + co] = acc > 0.f ? acc : 0.f;
   }
-  T* o = half + ((static_cast<long long>(n) * H2 + j) * W2 + i) * 32;
-  for (int co = 0; co < 32; ++co) {
+}
+
+// Half kernel, phase 3, every thread: relu(1x1 32->32) at (pixel, channel) pairs of the tile, stored.
+template <typename T>
+__host__ __device__ inline void half_pixel(const Shared& s, int t, int block, int n, int H, int W,
+                                           const MicroastHeadWeights& wt, T* half) {
+  const int H2 = half_size(H), W2 = half_size(W);
+  for (int i = t; i < kTile * kTile * kH; i += kThreads) {
+    const int p = i / kH, co = i % kH;
+    const int j = (block / tiles_w(W)) * kTile + p / kTile, x = (block % tiles_w(W)) * kTile + p % kTile;
+    if (j >= H2 || x >= W2) continue;
     float acc = wt.b1[co];
-    for (int ci = 0; ci < 32; ++ci) acc = fmaf(wt.w1[co * 32 + ci], g[ci], acc);
-    o[co] = from_float<T>(acc > 0.f ? acc : 0.f);
+    for (int ci = 0; ci < kH; ++ci) acc = fmaf(s.w1t[ci * kHStride + co], s.g[p * kHStride + ci], acc);
+    half[((static_cast<long long>(n) * H2 + j) * W2 + x) * kH + co] = from_float<T>(acc > 0.f ? acc : 0.f);
   }
 }
 
