@@ -90,6 +90,14 @@ def measured_choice(rows, device_name: str, dtype: torch.dtype, pixels: int | No
     return min(candidates, key=lambda r: abs(math.log(r["pixels"] / max(pixels, 1))))["backend"]
 
 
+# A constant for given arguments (the table is shipped data): torch.compile evaluates it while tracing
+# a forward instead of tracing into the JSON and device queries.
+@torch.compiler.assume_constant_result
+def _auto_on_gpu(device: torch.device, dtype: torch.dtype, pixels: int | None) -> str:
+    choice = measured_choice(auto_table(), torch.cuda.get_device_name(device), dtype, pixels)
+    return choice if choice is not None and unavailable_reason(choice, device) is None else "torch"
+
+
 def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype = torch.float32,
                     pixels: int | None = None) -> str:
     """The concrete backend for ``requested`` on ``device``; raises BackendUnavailableError if it cannot run.
@@ -100,8 +108,7 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype = t
     if requested == "auto":
         if device.type != "cuda" or not torch.cuda.is_available():
             return "torch"
-        choice = measured_choice(auto_table(), torch.cuda.get_device_name(device), dtype, pixels)
-        return choice if choice is not None and unavailable_reason(choice, device) is None else "torch"
+        return _auto_on_gpu(device, dtype, pixels)
     reason = unavailable_reason(requested, device)
     if reason is not None:
         raise BackendUnavailableError(f"backend {requested!r} is not available on {device}: {reason}")

@@ -86,3 +86,13 @@ def test_auto_table_takes_the_fastest_verified_backend(tmp_path):
               for r in written["choices"]}
     assert picked == {("other GPU", "float16", 4): "cuda", (H100, "float16", "4k"): "triton",
                       (H100, "float32", "4k"): "torch", (H100, "float16", "1080p"): "torch"}
+
+
+@pytest.mark.parametrize("missing, expected", [(None, "cuda"), ("not built here", "torch")])
+def test_auto_on_a_gpu_takes_the_measured_backend_if_it_can_run(monkeypatch, missing, expected):
+    monkeypatch.setattr(dispatch, "auto_table", lambda: tuple(ROWS))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: H100)
+    monkeypatch.setattr(dispatch, "unavailable_reason", lambda name, device: missing)
+    assert dispatch._auto_on_gpu(torch.device("cuda"), torch.float16, 1080 * 1920) == expected
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an unmeasured GPU")
+    assert dispatch._auto_on_gpu(torch.device("cuda"), torch.float16, 1080 * 1920) == "torch"
