@@ -90,9 +90,8 @@ def measured_choice(rows, device_name: str, dtype: torch.dtype, pixels: int | No
     return min(candidates, key=lambda r: abs(math.log(r["pixels"] / max(pixels, 1))))["backend"]
 
 
-# A constant for given arguments (the table is shipped data): torch.compile evaluates it while tracing
-# a forward instead of tracing into the JSON and device queries.
-@torch.compiler.assume_constant_result
+# Not marked torch.compiler.assume_constant_result: that imports torch._dynamo with the package (2 s).
+# Under torch.compile, name the backend explicitly so no lookup runs in the traced forward.
 def _auto_on_gpu(device: torch.device, dtype: torch.dtype, pixels: int | None) -> str:
     choice = measured_choice(auto_table(), torch.cuda.get_device_name(device), dtype, pixels)
     return choice if choice is not None and unavailable_reason(choice, device) is None else "torch"

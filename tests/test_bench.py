@@ -22,12 +22,18 @@ def test_cuda_device_without_an_index_means_the_current_one(monkeypatch):
 def test_bench_needs_no_image_libraries(tmp_path):
     # The GPU machines have torch and numpy but perhaps not Pillow, pypng, tifffile, tqdm or matplotlib:
     # `microast-fast bench` (and its worker processes) must not import them.
+    # The blocked modules are found (importlib.util.find_spec, which torch itself calls, answers as if
+    # they were installed) but fail when imported.
     (tmp_path / "sitecustomize.py").write_text(
-        "import sys\n"
-        "class Block:\n"
+        "import importlib.abc, importlib.machinery, sys\n"
+        "class Block(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('PIL', 'png', 'tifffile', 'tqdm', 'matplotlib'):\n"
-        "            raise ImportError(f'{name} is blocked by the test')\n"
+        "            return importlib.machinery.ModuleSpec(name, self)\n"
+        "    def create_module(self, spec):\n"
+        "        raise ImportError(f'{spec.name} is blocked by the test')\n"
+        "    def exec_module(self, module):\n"
+        "        pass\n"
         "sys.meta_path.insert(0, Block())\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-m", "microast_fast.cli", "bench", "--size", "24x20", "--device", "cpu",
