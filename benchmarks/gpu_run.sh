@@ -19,6 +19,7 @@
 #   4K, 3 dtypes x (reference, torch, triton): 9 processes, about 1.5 min;
 #   the CUDA extension: build for this GPU's architecture (about 1-2 min with ninja), its GPU tests
 #     (compute-sanitizer apart), its 4K rows;
+#   a kernel-by-kernel profile of one 4K fp16 forward per kernel backend (torch.profiler);
 #   1080p as 4K; memory profile at 4K, fp16 and fp32: about 1 min;
 #   8K, 3 dtypes: about 1 to 2 min. The float32 reference at 8K is kept: 55,544 FLOP/pixel x 35.4 Mpixel
 #     = 2.0 TFLOP per forward, about 0.2 s even at 10 fp32 TFLOP/s; its memory scales from the spec's
@@ -131,6 +132,11 @@ if step cuda-build 60 240 env MICROAST_FAST_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" 
 else
     failed=1
 fi
+# Where a 4K fp16 forward's time goes, kernel by kernel, per kernel backend: what to optimise next.
+profiled=triton
+((cuda_built)) && profiled=triton,cuda
+step kernel-profile 30 90 "$PYTHON" benchmarks/kernel_profile.py --device cuda --size 4k --dtype fp16 \
+    --backends "$profiled" --out "$OUTDIR"
 step bench-1080p 40 150 "${BENCH[@]}" --size 1080p --dtype fp16,bf16,fp32 --backends "$FAST" \
     --warmup 2 --repeat 5 --json "$OUTDIR/bench_1080p.json"
 step memory-4k 40 120 "${BENCH[@]}" --memory-profile --size 4k --dtype fp16,fp32 --backends "$FAST" \

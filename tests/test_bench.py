@@ -42,3 +42,13 @@ def test_bench_needs_no_image_libraries(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "blocked" not in result.stdout + result.stderr
     assert "skipped" not in result.stdout, result.stdout
+
+
+def test_kernel_profile_writes_a_table_per_backend(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "kernel_profile.py"), "--device", "cpu",
+                             "--size", "24x20", "--dtype", "fp32", "--backends", "torch", "--warmup", "0",
+                             "--rows", "3", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "profile_torch_24x20_float32.txt").read_text()
+    assert "aten::" in table and "Self CPU time total" in table

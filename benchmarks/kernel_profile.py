@@ -1,0 +1,74 @@
+"""Where one forward's time goes, kernel by kernel (torch.profiler), for each backend asked for.
+
+    python benchmarks/kernel_profile.py --device cuda --size 4k --dtype fp16 --backends triton,cuda [--out DIR]
+
+Per backend: warm-up forwards (Triton's autotuning and compiles happen there), then one profiled
+forward; the table of its kernels (or CPU ops) sorted by their total device time is printed and, with
+``--out``, written to ``DIR/profile_<backend>_<size>_<dtype>.txt``. This is a breakdown to direct the
+next optimisation, not a timing: ``microast-fast bench`` measures time and memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from microast_fast.bench import BENCH_BACKENDS, DTYPE_NAMES, STYLE_SIDE, build_model, make_inputs, parse_size
+
+
+def profile_table(backend: str, device: torch.device, dtype: torch.dtype, height: int, width: int, warmup: int,
+                  rows: int) -> str:
+    model = build_model(backend, device, dtype)
+    content, style = make_inputs(height, width, style_side=STYLE_SIDE, device=device, dtype=dtype)
+    on_gpu = device.type == "cuda"
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(content, style, 1.0)
+        if on_gpu:
+            torch.cuda.synchronize(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+        with profile(activities=activities) as prof:
+            model(content, style, 1.0)
+            if on_gpu:
+                torch.cuda.synchronize(device)
+    sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", default="4k", help="as `microast-fast bench --size` (default: 4k)")
+    parser.add_argument("--dtype", default="fp16", help="fp32, fp16 or bf16 (default: fp16)")
+    parser.add_argument("--backends", default="triton,cuda", help="comma list (default: triton,cuda)")
+    parser.add_argument("--warmup", type=int, default=2, help="forwards before the profiled one (default: 2)")
+    parser.add_argument("--rows", type=int, default=25, help="table rows (default: 25)")
+    parser.add_argument("--out", type=Path, help="also write each table into this folder")
+    args = parser.parse_args(argv)
+    label, height, width = parse_size(args.size)
+    dtype_name = DTYPE_NAMES.get(args.dtype, args.dtype)
+    dtype = getattr(torch, dtype_name)
+    device = torch.device(args.device)
+    failed = 0
+    for backend in args.backends.split(","):
+        if backend not in BENCH_BACKENDS:
+            parser.error(f"unknown backend {backend!r}; choose from {', '.join(BENCH_BACKENDS)}")
+        title = f"== {backend}, {label} ({height}x{width}), {dtype_name}, {device}"
+        try:
+            table = profile_table(backend, device, dtype, height, width, args.warmup, args.rows)
+        except Exception as exc:  # one backend failing must not cost the others' tables
+            failed = 1
+            table = f"failed: {type(exc).__name__}: {exc}"
+        print(f"{title}\n{table}", flush=True)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"profile_{backend}_{label}_{dtype_name}.txt").write_text(f"{title}\n{table}\n")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
