@@ -8,7 +8,9 @@ namespace {
 template <typename T>
 __global__ void __launch_bounds__(head::kThreads)
 head_half_kernel(const T* __restrict__ image, int h, int w, MicroastHeadWeights weights, T* __restrict__ half) {
-  __shared__ head::Shared s;  // 31 KB
+  __shared__ head::Shared s;  // 43 KB
+  head::stage_weights(s, threadIdx.x, weights);
+  __syncthreads();
   head::stage_full<T>(s, threadIdx.x, blockIdx.x, blockIdx.y, image, h, w, weights);
   __syncthreads();
   head::half_grouped(s, threadIdx.x, weights);

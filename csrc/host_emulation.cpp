@@ -115,6 +115,7 @@ void emulate_head(const void* image, const MicroastHeadWeights& weights, int n, 
   auto s = std::make_unique<Shared>();
   for (int b = 0; b < n; ++b) {
     for (int block = 0; block < half_blocks(h, w); ++block) {
+      for (int t = 0; t < kThreads; ++t) stage_weights(*s, t, weights);
       for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, b, static_cast<const T*>(image), h, w, weights);
       for (int t = 0; t < kThreads; ++t) half_grouped(*s, t, weights);
       for (int t = 0; t < kThreads; ++t) half_pixel<T>(*s, t, block, b, h, w, weights, static_cast<T*>(half));
