@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import cuda_ext, torch_backend
+from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
 
@@ -79,7 +80,7 @@ def _per_channel(t: torch.Tensor) -> torch.Tensor:
 
 
 class _Operands:
-    """The model's parameters as the kernels' operands, packed once per forward pass."""
+    """The model's parameters as the kernels' operands (cached per model: ``_OPERANDS``)."""
 
     def __init__(self, model):
         encoder = model.content_encoder
@@ -97,9 +98,12 @@ class _Operands:
         return x
 
 
+_OPERANDS = OperandCache(_Operands)
+
+
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
     ops = _ops()
-    operands = _Operands(model)
+    operands = _OPERANDS.get(model)
     x = operands.encode(ops, content)
     alpha = alpha_vector(alpha, content.device)
     for packed, (s_mean, s_std, w, b) in zip(operands.decoder_blocks, signals.per_block()):
@@ -139,7 +143,7 @@ class TileStages:
 
     def __init__(self, model):
         self.ops = _ops()
-        self.operands = _Operands(model)
+        self.operands = _OPERANDS.get(model)
 
     @staticmethod
     def _nhwc(p: Patch) -> torch.Tensor:

@@ -11,8 +11,6 @@ the kernels and their launchers live in ``kernels/``.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from .kernels._common import SUPPORTED_DTYPES
@@ -20,14 +18,11 @@ from .kernels.decoder_tail import decoder_tail, pack_decoder_tail
 from .kernels.encoder_head import encoder_head, pack_encoder_head
 from .kernels.filtermod_resblock import filtermod_resblock, pack_conv3x3_weight
 from .kernels.modulator_pool import modulator_pool, pack_modulator_pair
+from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
 
 CHANNELS = 64
-
-# model -> (key, packed operands). The key changes when any parameter is replaced, moved, cast or
-# updated in place (its version counter), so a stale packing is never used.
-_PACKED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _check_dtype(x: torch.Tensor) -> None:
@@ -63,22 +58,11 @@ def _pack(model) -> dict:
     }
 
 
+_OPERANDS = OperandCache(_pack)
+
+
 def _packed(model) -> dict:
-    if torch.compiler.is_compiling():
-        return _pack(model)  # traced once into the graph; no Python cache to guard on
-    params = list(model.parameters())
-    if any(p.is_inference() for p in params):
-        # Parameters made under torch.inference_mode() have no version counter to key the cache on
-        # (they can still be updated in place there): pack per call, a few small copies.
-        with torch.no_grad():
-            return _pack(model)
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-    hit = _PACKED.get(model)
-    if hit is None or hit[0] != key:
-        with torch.no_grad():
-            hit = (key, _pack(model))
-        _PACKED[model] = hit
-    return hit[1]
+    return _OPERANDS.get(model)
 
 
 def _encode(packed_encoder, image: torch.Tensor, stats_f0: bool):
