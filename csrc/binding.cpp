@@ -47,14 +47,19 @@ int signal_rows(const at::Tensor& t, const char* name, const at::Tensor& like, i
   return static_cast<int>(rows);
 }
 
+// An operand the kernels read 16 bytes a load must start on a 16-byte boundary (fresh tensors do).
+void check_aligned16(const at::Tensor& t, const char* name, const char* hint) {
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, " must be 16-byte aligned (", hint,
+              " makes a fresh tensor)");
+}
+
 // An operand the kernels copy 16 bytes a load: the map's dtype, contiguous, ``numel`` elements, aligned.
 const void* packed(const at::Tensor& t, const char* name, const at::Tensor& like, int64_t numel, const char* hint) {
   TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.is_contiguous() && t.device() == like.device() &&
                   t.numel() == numel,
               name, " must be a contiguous ", like.scalar_type(), " tensor of ", numel, " elements on ", like.device(),
               " (", hint, "), got ", t.scalar_type(), " sizes ", t.sizes(), " on ", t.device());
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, name, " must be 16-byte aligned (", hint,
-              " makes a fresh tensor)");
+  check_aligned16(t, name, hint);
   return t.data_ptr();
 }
 
@@ -144,8 +149,7 @@ at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at:
       fp32(bg1, "bg1", image, 32), fp32(w1, "w1", image, 32 * 32), fp32(b1, "b1", image, 32),
       fp32(wg2, "wg2", image, 64 * 9), fp32(bg2, "bg2", image, 64), fp32(w2, "w2", image, 64 * 64),
       fp32(b2, "b2", image, 64)};
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(w2.data_ptr()) % 16 == 0,
-              "w2 must be 16-byte aligned (the kernel reads its rows 16 bytes a load); pass a fresh contiguous tensor");
+  check_aligned16(w2, "w2", "head_weights");
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
   const int64_t half_h = (h + 1) / 2, half_w = (w + 1) / 2;
   at::Tensor half = at::empty({n, half_h, half_w, 32}, image.options());
