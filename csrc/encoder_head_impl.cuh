@@ -1,8 +1,8 @@
 // The encoder head's kernel bodies as phases of (block, thread); encoder_head.cu runs them on the
 // device, host_emulation.cpp on the host. Two kernels:
 //   half:    image [n, 3, H, W] (NCHW) -> half map [n, H2, W2, 32]: for an 8-row x 7-column tile of
-//            half-res outputs, phase 0 stages the weights of the 9x9 ([tap][out]) and of the 1x1
-//            ([in][out]) in shared memory; phase 1 computes relu(9x9 3->16) on the 17x15 full-res
+//            half-res outputs, phase 0 stages the weights of the 9x9 (packed [tap][out] by the
+//            caller) and of the 1x1 ([in][out]) in shared memory; phase 1 computes relu(9x9 3->16) on the 17x15 full-res
 //            pixels the stride-2 windows read, one thread a pixel (255 of the 256 threads: an 8x8 tile
 //            would need 289, two rounds with the second nearly idle), into shared memory (the
 //            16-channel full-res map never leaves the block); phase 2 the grouped (g=16) stride-2 3x3
@@ -46,11 +46,11 @@ __host__ __device__ inline int quarter_blocks(int h, int w) {
   return (half_size(half_size(h)) * half_size(half_size(w)) + kThreads - 1) / kThreads;
 }
 
-// Half kernel, phase 0, every thread: the 9x9's weights [out][in][ky][kx] -> [in][ky][kx][out] (the 16
-// outputs of one input are four 16-byte shared loads, the same for every thread: broadcast) and the 1x1's
-// [out][in] -> [in][out].
+// Half kernel, phase 0, every thread: the 9x9's packed weights [in][ky][kx][out], copied 16 bytes a load
+// (the 16 outputs of one input are then four 16-byte shared loads, the same for every thread:
+// broadcast), and the 1x1's [out][in] -> [in][out].
 __host__ __device__ inline void stage_weights(Shared& s, int t, const MicroastHeadWeights& wt) {
-  for (int i = t; i < kTaps9 * kF; i += kThreads) s.w9t[i] = wt.w9[(i % kF) * kTaps9 + i / kF];
+  for (int i = t; i < kTaps9 * kF / 4; i += kThreads) copy16(s.w9t + 4 * i, wt.w9 + 4 * i);
   for (int i = t; i < kH * kH; i += kThreads) s.w1t[(i % kH) * kHStride + i / kH] = wt.w1[i];
 }
 

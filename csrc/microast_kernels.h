@@ -63,7 +63,8 @@ cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTa
 // The encoder head (enc1 up to its residual layer) from the image [n, 3, H, W] (NCHW, contiguous) to the
 // quarter-res map out [n, ceil(H/4), ceil(W/4), 64], through the half-res map ``half``
 // [n, ceil(H/2), ceil(W/2), 32] (scratch); maps in the image's dtype. Weights in PyTorch layouts, fp32:
-// 9x9 [16, 3, 9, 9], grouped 3x3 [32, 1, 3, 3], 1x1 [32, 32], grouped 3x3 [64, 1, 3, 3], 1x1 [64, 64],
+// 9x9 packed [3 * 81 taps (in, ky, kx)][16 out] and 16-byte aligned (each block copies it as it is),
+// grouped 3x3 [32, 1, 3, 3], 1x1 [32, 32], grouped 3x3 [64, 1, 3, 3], 1x1 [64, 64] (16-byte aligned),
 // and their biases.
 struct MicroastHeadWeights {
   const float *w9, *b9, *wg1, *bg1, *w1, *b1, *wg2, *bg2, *w2, *b2;

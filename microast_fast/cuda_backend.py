@@ -114,9 +114,13 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
 
 
 def head_weights(encoder) -> list[torch.Tensor]:
-    """An encoder head's ten fp32 operands in PyTorch layouts (conv layers 0, 2, 4, 6, 8 of enc1)."""
+    """An encoder head's ten fp32 operands (conv layers 0, 2, 4, 6, 8 of enc1): the 9x9 packed
+    ``[3 * 81 taps (in, ky, kx), 16 out]`` (the kernel copies it as it is), the rest in PyTorch layouts."""
     convs = [encoder.enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
-    return [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
+    operands = [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
+    w9 = convs[0].weight
+    operands[0] = w9.permute(1, 2, 3, 0).reshape(-1, w9.shape[0]).float().contiguous()
+    return operands
 
 
 def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:

@@ -61,7 +61,7 @@ class EmulatedOps:
         def conv(t, weight, bias, stride=1, groups=1):
             return F.conv2d(F.pad(t, (weight.shape[-1] // 2,) * 4, mode="reflect"), weight, bias, stride, groups=groups)
 
-        t = conv(image, w9, b9).relu()
+        t = conv(image, w9.reshape(3, 9, 9, 16).permute(3, 0, 1, 2), b9).relu()  # packed [in, ky, kx, out]
         t = conv(conv(t, wg1, bg1, 2, 16).relu(), w1, b1).relu()
         t = conv(conv(t, wg2, bg2, 2, 32).relu(), w2, b2).relu()
         return t.permute(0, 2, 3, 1).contiguous()
