@@ -122,11 +122,6 @@ def resblock_conv3x3_kernel(
         tile_partial_stats(y.to(tl.float32), valid, part_ptr + (n * tiles + tile).to(tl.int64) * (3 * C), C)
 
 
-def pack_conv3x3_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[c_out, c_in, 3, 3]`` -> ``[9, c_in, c_out]``: one GEMM operand per tap."""
-    return weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0]).to(dtype).contiguous()
-
-
 def _launch(x, skip, weight, bias, out, partials, featmod, filtermod, second, stats):
     n, h, w, c = x.shape
     dummy = x  # never read: the matching constexpr switch is off
@@ -160,7 +155,7 @@ def filtermod_resblock(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One residual block on an NHWC map ``x`` [N, H, W, 64].
 
-    ``w1, w2``: packed ``[9, 64, 64]`` (``pack_conv3x3_weight``), biases ``[64]``. FeatMod (all five or
+    ``w1, w2``: packed ``[9, 64, 64]`` (``weight_packing.pack_conv3x3_weight``), biases ``[64]``. FeatMod (all five or
     none): ``x_mean, x_std`` [N, 64] fp32, ``s_mean, s_std`` [1 or N, 64], ``alpha`` [1 or N] fp32.
     FilterMod (both or none): ``filt_w, filt_b`` [1 or N, 64]. Returns ``(out, mean, std)``: the block's
     output and, with ``with_stats``, its instance statistics [N, 64] fp32 (else empty [0, 64]).

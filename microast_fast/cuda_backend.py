@@ -17,6 +17,7 @@ from . import cuda_ext, torch_backend
 from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
+from .weight_packing import pack_conv3x3_weight
 
 CHANNELS = 64
 _FAKES_REGISTERED = False
@@ -52,8 +53,7 @@ def _ops():
 def pack_conv3x3(conv, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``ConvLayer`` 64->64 3x3 -> weight ``[9 taps, 64 in, 64 out]`` in the maps' ``dtype`` (the kernels
     copy it as it is) and bias, fp32."""
-    w = conv.conv_layer.weight
-    return w.permute(2, 3, 1, 0).reshape(9, w.shape[1], w.shape[0]).to(dtype).contiguous(), conv.conv_layer.bias.float()
+    return pack_conv3x3_weight(conv.conv_layer.weight, dtype), conv.conv_layer.bias.float()
 
 
 def _pack_block(block, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

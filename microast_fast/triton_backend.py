@@ -16,11 +16,12 @@ import torch
 from .kernels._common import SUPPORTED_DTYPES
 from .kernels.decoder_tail import decoder_tail, pack_decoder_tail
 from .kernels.encoder_head import encoder_head, pack_encoder_head
-from .kernels.filtermod_resblock import filtermod_resblock, pack_conv3x3_weight
+from .kernels.filtermod_resblock import filtermod_resblock
 from .kernels.modulator_pool import modulator_pool, pack_modulator_pair
 from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
+from .weight_packing import pack_conv3x3_weight
 
 CHANNELS = 64
 

@@ -16,6 +16,7 @@ import torch
 
 from microast_fast import MicroAST, MicroASTReference, dispatch
 from microast_fast.reference import calc_mean_std
+from microast_fast.weight_packing import pack_conv3x3_weight
 
 from reference_check import assert_fp32_matches, psnr_8bit, reference64
 
@@ -283,8 +284,8 @@ def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
         ptr(alpha), n, ptr(fw), ptr(fb), n, n, h, w, ptr(scratch), ptr(out)) == 0
     conv1, conv2 = block.conv1.conv_layer, block.conv2.conv_layer
     expected, _, _ = filtermod_resblock.filtermod_resblock(
-        x, filtermod_resblock.pack_conv3x3_weight(conv1.weight, dtype), conv1.bias,
-        filtermod_resblock.pack_conv3x3_weight(conv2.weight, dtype), conv2.bias,
+        x, pack_conv3x3_weight(conv1.weight, dtype), conv1.bias,
+        pack_conv3x3_weight(conv2.weight, dtype), conv2.bias,
         mean, std, s_mean, s_std, alpha, fw.to(dtype), fb.to(dtype), False)
     check(out, expected, "resblock")
 

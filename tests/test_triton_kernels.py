@@ -22,6 +22,7 @@ from microast_fast.kernels import encoder_head as head  # noqa: E402
 from microast_fast.kernels import filtermod_resblock as resblock  # noqa: E402
 from microast_fast.kernels import instance_stats as stats  # noqa: E402
 from microast_fast.kernels import modulator_pool as modpool  # noqa: E402
+from microast_fast.weight_packing import pack_conv3x3_weight  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = 1e-5
@@ -84,8 +85,8 @@ def test_instance_stats_merge_uneven_partials():
 
 # --- residual block ----------------------------------------------------------------------------
 def packed_block(block):
-    return [resblock.pack_conv3x3_weight(block.conv1.conv_layer.weight, torch.float32), block.conv1.conv_layer.bias,
-            resblock.pack_conv3x3_weight(block.conv2.conv_layer.weight, torch.float32), block.conv2.conv_layer.bias]
+    return [pack_conv3x3_weight(block.conv1.conv_layer.weight, torch.float32), block.conv1.conv_layer.bias,
+            pack_conv3x3_weight(block.conv2.conv_layer.weight, torch.float32), block.conv2.conv_layer.bias]
 
 
 @pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
