@@ -62,10 +62,6 @@ def _pack(model) -> dict:
 _OPERANDS = OperandCache(_pack)
 
 
-def _packed(model) -> dict:
-    return _OPERANDS.get(model)
-
-
 def _encode(packed_encoder, image: torch.Tensor, stats_f0: bool):
     """``(f0, f1, f0 statistics or empty, f1 statistics)``; maps NHWC."""
     head, block1, block2 = packed_encoder
@@ -78,7 +74,7 @@ def _encode(packed_encoder, image: torch.Tensor, stats_f0: bool):
 
 def encode_style(model, style: torch.Tensor) -> StyleSignals:
     _check_dtype(style)
-    packed = _packed(model)
+    packed = _OPERANDS.get(model)
     s0, s1, (mean0, std0), (mean1, std1) = _encode(packed["style"], style, stats_f0=True)
     filter_a = modulator_pool(s0, *packed["modulator_a"])  # [S, 2, 64] fp32: (w_a, b_a)
     filter_b = modulator_pool(s1, *packed["modulator_b"])
@@ -96,7 +92,7 @@ def encode_style(model, style: torch.Tensor) -> StyleSignals:
 def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
     """``alpha`` is a float or an fp32 tensor ``[N or 1, 1, 1, 1]``; signals of batch 1 broadcast."""
     _check_dtype(content)
-    packed = _packed(model)
+    packed = _OPERANDS.get(model)
     alpha = alpha_vector(alpha, content.device)
     _, x, _, (mean, std) = _encode(packed["content"], content, stats_f0=False)
     for block, (s_mean, s_std, w, b), with_stats in (
@@ -117,7 +113,7 @@ class TileStages:
     keeps the wrong values out of the tile's own pixels."""
 
     def __init__(self, model):
-        self.packed = _packed(model)
+        self.packed = _OPERANDS.get(model)
 
     @staticmethod
     def _nhwc(p: Patch) -> torch.Tensor:
