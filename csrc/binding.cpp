@@ -139,16 +139,20 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
 
 at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at::Tensor& b9, const at::Tensor& wg1,
                         const at::Tensor& bg1, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& wg2,
-                        const at::Tensor& bg2, const at::Tensor& w2, const at::Tensor& b2) {
+                        const at::Tensor& bg2, const at::Tensor& w2, const at::Tensor& b2,
+                        const std::optional<at::Tensor>& w9_mma) {
   TORCH_CHECK(image.is_cuda() && image.dim() == 4 && image.size(1) == 3 && image.is_contiguous(),
               "expected a contiguous CUDA image [N, 3, H, W], got sizes ", image.sizes(), " on ", image.device());
   TORCH_CHECK(image.size(2) >= 5 && image.size(3) >= 5, "the 9x9 reflection padding needs images of at least 5x5");
   const c10::cuda::CUDAGuard guard(image.device());
+  const bool tensor_cores = image.scalar_type() != at::kFloat;
+  TORCH_CHECK(w9_mma.has_value() == tensor_cores, "w9_mma (pack_head9x9_mma) is for fp16/bf16 images, and only for them");
   const MicroastHeadWeights weights{
       fp32(w9, "w9", image, 16 * 3 * 81), fp32(b9, "b9", image, 16), fp32(wg1, "wg1", image, 32 * 9),
       fp32(bg1, "bg1", image, 32), fp32(w1, "w1", image, 32 * 32), fp32(b1, "b1", image, 32),
       fp32(wg2, "wg2", image, 64 * 9), fp32(bg2, "bg2", image, 64), fp32(w2, "w2", image, 64 * 64),
-      fp32(b2, "b2", image, 64)};
+      fp32(b2, "b2", image, 64),
+      tensor_cores ? packed(*w9_mma, "w9_mma", image, 2 * 256 * 16, "pack_head9x9_mma: [2, 256 taps, 16 out]") : nullptr};
   check_aligned16(w9, "w9", "head_weights");
   check_aligned16(w2, "w2", "head_weights");
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
@@ -168,7 +172,7 @@ TORCH_LIBRARY_FRAGMENT(microast, m) {
   m.def("cuda_resblock(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor? x_mean, Tensor? x_std, "
         "Tensor? s_mean, Tensor? s_std, Tensor? alpha, Tensor? filt_w, Tensor? filt_b) -> Tensor");
   m.def("cuda_encoder_head(Tensor image, Tensor w9, Tensor b9, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, "
-        "Tensor wg2, Tensor bg2, Tensor w2, Tensor b2) -> Tensor");
+        "Tensor wg2, Tensor bg2, Tensor w2, Tensor b2, Tensor? w9_mma) -> Tensor");
   m.def("cuda_decoder_tail(Tensor x, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, Tensor wg2, Tensor bg2, "
         "Tensor w2, Tensor b2, Tensor w9, Tensor b9, Tensor? w9_mma) -> Tensor");
 }

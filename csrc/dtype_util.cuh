@@ -45,6 +45,15 @@ __host__ __device__ __forceinline__ void copy16(void* dst, const void* src) {
 #endif
 }
 
+// 16 bytes from registers or shared memory to shared memory; ``dst`` and ``src`` 16-byte aligned.
+__host__ __device__ __forceinline__ void store16(void* dst, const void* src) {
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+#else
+  std::memcpy(dst, src, 16);
+#endif
+}
+
 // Calls fn(T{}) with T the map type of dtype (a generic lambda takes it as `auto tag`, `decltype(tag)`
 // is T): the one switch from the C interface's dtype to the kernels' template argument. False for an
 // unknown dtype.

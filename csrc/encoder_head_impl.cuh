@@ -1,43 +1,94 @@
 // The encoder head's kernel bodies as phases of (block, thread); encoder_head.cu runs them on the
 // device, host_emulation.cpp on the host. Two kernels:
-//   half:    image [n, 3, H, W] (NCHW) -> half map [n, H2, W2, 32]: for an 8-row x 7-column tile of
-//            half-res outputs, phase 0 stages the weights of the 9x9 (packed [tap][out] by the
-//            caller) and of the 1x1 ([in][out]) in shared memory; phase 1 computes relu(9x9 3->16) on the 17x15 full-res
-//            pixels the stride-2 windows read, one thread a pixel (255 of the 256 threads: an 8x8 tile
-//            would need 289, two rounds with the second nearly idle), into shared memory (the
-//            16-channel full-res map never leaves the block); phase 2 the grouped (g=16) stride-2 3x3
-//            16->32 + ReLU of the tile's 56 pixels, also into shared memory; phase 3 the 1x1 32->32 +
-//            ReLU. Phases 2 and 3 spread the tile's 56 x 32 values over all threads, consecutive
-//            threads on consecutive channels (coalesced stores).
+//   half:    image [n, 3, H, W] (NCHW) -> half map [n, H2, W2, 32], a block per 8-row x 7-column tile of
+//            half-res outputs. Phase 1 computes relu(9x9 3->16) at the 17x15 full-res pixels the
+//            stride-2 windows read (255 pixels: an 8x8 tile would need 289, two rounds with the second
+//            nearly idle) into shared memory: the 16-channel full-res map never leaves the block.
+//              fp32 maps: exact fp32, one thread a pixel, weights [in][ky][kx][out] staged in shared memory.
+//              fp16/bf16 maps: on the tensor cores as an implicit GEMM [255 pixels x 256 k] x [256 k x 16]
+//              with k = (in, ky, kx) (243 taps, zero-padded): the image tile is staged once, each warp
+//              gathers its own 32 pixels' im2col rows 16 columns at a time and multiplies them. The
+//              weights are split as high + low in the map dtype, two products each, so that the sum
+//              carries the fp32 weights (the image is exact in its dtype; accumulation is fp32): the
+//              result is as accurate as the fp32 path's, and the tensor cores do the 3,888 FMA a pixel
+//              that are most of the head's arithmetic.
+//            Phase 2 is the grouped (g=16) stride-2 3x3 16->32 + ReLU of the tile's 56 pixels, also into
+//            shared memory; phase 3 the 1x1 32->32 + ReLU, stored. Phases 2 and 3 spread the tile's
+//            56 x 32 values over all threads, consecutive threads on consecutive channels (coalesced
+//            stores).
 //   quarter: half map -> quarter map [n, H4, W4, 64], one thread a pixel: grouped (g=32) stride-2 3x3
 //            32->64 + ReLU, 1x1 64->64 + ReLU.
-// Each level reflects at its own border (H2 = ceil(H/2), H4 = ceil(H2/2)); weights are the PyTorch
-// layouts, fp32.
+// Each level reflects at its own border (H2 = ceil(H/2), H4 = ceil(H2/2)); weights are fp32, as
+// microast_kernels.h lays them out, and for fp16/bf16 maps also the 9x9's high/low operand (w9_mma).
 #pragma once
+
+#include <type_traits>
 
 #include "dtype_util.cuh"
 #include "microast_kernels.h"
+#include "warp_mma.cuh"
 
 namespace microast {
 namespace head {
 
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 constexpr int kTileH = 8, kTileW = 7;     // half kernel: half-res output tile
 constexpr int kTilePixels = kTileH * kTileW;
 constexpr int kSpanH = 2 * kTileH + 1;    // full-res rows and columns read by the stride-2 windows
 constexpr int kSpanW = 2 * kTileW + 1;
-static_assert(kSpanH * kSpanW <= kThreads, "phase 1 computes one staged pixel a thread");
+constexpr int kSpanPixels = kSpanH * kSpanW;
+static_assert(kSpanPixels <= kThreads, "phase 1 computes one staged pixel a thread");
 constexpr int kF = 16;                    // channels of the full-resolution map
 constexpr int kH = 32;                    // channels of the half-resolution map
 constexpr int kHStride = kH + 1;          // g and w1t rows: a transposing store hits 32 distinct banks
 constexpr int kTaps9 = 3 * 81;            // inputs of one 9x9 output: 3 channels x 9 x 9
 
-struct Shared {
-  alignas(16) float w9t[kTaps9 * kF];  // the 9x9's weights, [in channel][ky][kx][out]: 16-byte rows
-  float f[kSpanH * kSpanW * kF];       // relu(9x9) at the staged full-res pixels
-  float g[kTilePixels * kHStride];     // relu(grouped 3x3) at the tile's half-res pixels
-  float w1t[kH * kHStride];            // the 1x1's weights transposed, [in][out]
+// The tensor-core 9x9 (fp16/bf16 maps).
+constexpr int kReach = 4;                       // the 9x9's halo
+constexpr int kImageH = kSpanH + 2 * kReach;    // 25 x 23 image pixels feed the staged ones
+constexpr int kImageW = kSpanW + 2 * kReach;
+constexpr int kK = 256;                         // kTaps9, zero-padded to whole products
+constexpr int kKChunk = warp_mma::kSide;        // im2col columns gathered per product
+constexpr int kChunks = kK / kKChunk;
+constexpr int kWarpRows = 32;                   // a warp's im2col rows: its own lanes' pixels
+// A rows 24 elements (48 bytes) apart: a multiple of 8 elements (WMMA), and the 16-byte stores of 8
+// consecutive lanes hit 8 distinct 4-bank groups.
+constexpr int kRowPitch = kKChunk + 8;
+static_assert(kTaps9 <= kK && kK % kKChunk == 0, "k must pad to whole products");
+
+// Phases 2 and 3: the half-res tile and the 1x1's weights, the same for every map dtype.
+struct HalfLevel {
+  float g[kTilePixels * kHStride];  // relu(grouped 3x3) at the tile's half-res pixels
+  float w1t[kH * kHStride];         // the 1x1's weights transposed, [in][out]
 };
+
+// fp32 maps: 43.5 KB.
+struct ExactShared {
+  alignas(16) float w9t[kTaps9 * kF];  // the 9x9's weights, [in channel][ky][kx][out]: 16-byte rows
+  float f[kSpanPixels * kF];           // relu(9x9) at the staged full-res pixels
+  HalfLevel half;
+};
+
+// fp16/bf16 maps: 46.7 KB (static shared memory stops at 48 KB).
+template <typename T>
+struct MmaShared {
+  alignas(32) T w9[2][kK * kF];  // the 9x9's B operand [k][out]: high, then low part
+  T image[3 * kImageH * kImageW];  // the image pixels the staged ones read, reflected
+  // Each warp's 2 KB holds its im2col rows while it multiplies, then the accumulators of the same 32
+  // pixels: f, [pixel][16] over the whole block (the warps' rows in order).
+  union Fine {
+    alignas(32) float f[kThreads * kF];
+    T rows[kWarps][kWarpRows * kF * sizeof(float) / sizeof(T)];
+  } fine;
+  HalfLevel half;
+};
+static_assert(kWarpRows * kRowPitch * sizeof(__half) <= kWarpRows * kF * sizeof(float), "a warp's im2col rows fit its 2 KB");
+static_assert(sizeof(ExactShared) <= 48 * 1024 && sizeof(MmaShared<__half>) <= 48 * 1024,
+              "the encoder head's shared memory is static: at most 48 KB");
+
+template <typename T>
+using Shared = std::conditional_t<std::is_same_v<T, float>, ExactShared, MmaShared<T>>;
 
 __host__ __device__ inline int half_size(int n) { return (n + 1) / 2; }
 __host__ __device__ inline int tiles_w(int w) { return (half_size(w) + kTileW - 1) / kTileW; }
@@ -45,32 +96,42 @@ __host__ __device__ inline int half_blocks(int h, int w) { return ((half_size(h)
 __host__ __device__ inline int quarter_blocks(int h, int w) {
   return (half_size(half_size(h)) * half_size(half_size(w)) + kThreads - 1) / kThreads;
 }
+// The tile's first half-res row and column.
+__host__ __device__ inline int tile_y0(int block, int w) { return (block / tiles_w(w)) * kTileH; }
+__host__ __device__ inline int tile_x0(int block, int w) { return (block % tiles_w(w)) * kTileW; }
 
-// Half kernel, phase 0, every thread: the 9x9's packed weights [in][ky][kx][out], copied 16 bytes a load
-// (the 16 outputs of one input are then four 16-byte shared loads, the same for every thread:
-// broadcast), and the 1x1's [out][in] -> [in][out].
-__host__ __device__ inline void stage_weights(Shared& s, int t, const MicroastHeadWeights& wt) {
-  for (int i = t; i < kTaps9 * kF / 4; i += kThreads) copy16(s.w9t + 4 * i, wt.w9 + 4 * i);
+// The full-res row (column) of staged pixel row (column) r of a tile starting at half-res row j0: the
+// stride-2 windows' reflection at the full-res border (rows past an overhanging tile are clamped).
+__host__ __device__ inline int staged_row(int j0, int r, int n) { return reflect(imin(2 * j0 - 1 + r, n), n); }
+
+// Half kernel, phase 0, every thread: the 1x1's weights [out][in] -> [in][out].
+__host__ __device__ inline void stage_w1(HalfLevel& s, int t, const MicroastHeadWeights& wt) {
   for (int i = t; i < kH * kH; i += kThreads) s.w1t[(i % kH) * kHStride + i / kH] = wt.w1[i];
 }
 
-// Half kernel, phase 1, threads 0..254: relu(9x9 3->16 + bias) at one staged pixel.
-template <typename T>
-__host__ __device__ inline void stage_full(Shared& s, int t, int block, int n, const T* image, int H, int W,
+// --- fp32 maps: the exact 9x9 ---------------------------------------------------------------------
+
+// Phase 0, every thread: the 9x9's packed weights [in][ky][kx][out], copied 16 bytes a load (the 16
+// outputs of one input are then four 16-byte shared loads, the same for every thread: broadcast).
+__host__ __device__ inline void stage_weights(ExactShared& s, int t, const MicroastHeadWeights& wt) {
+  for (int i = t; i < kTaps9 * kF / 4; i += kThreads) copy16(s.w9t + 4 * i, wt.w9 + 4 * i);
+  stage_w1(s.half, t, wt);
+}
+
+// Phase 1, threads 0..254: relu(9x9 3->16 + bias) at one staged pixel.
+__host__ __device__ inline void stage_full(ExactShared& s, int t, int block, int n, const float* image, int H, int W,
                                            const MicroastHeadWeights& wt) {
-  if (t >= kSpanH * kSpanW) return;
-  const int j0 = (block / tiles_w(W)) * kTileH, i0 = (block % tiles_w(W)) * kTileW;
-  const T* img = image + static_cast<long long>(n) * 3 * H * W;
-  // the stride-2 windows' reflection at the full-res border (rows past an overhanging tile are clamped)
-  const int fy = reflect(imin(2 * j0 - 1 + t / kSpanW, H), H), fx = reflect(imin(2 * i0 - 1 + t % kSpanW, W), W);
+  if (t >= kSpanPixels) return;
+  const float* img = image + static_cast<long long>(n) * 3 * H * W;
+  const int fy = staged_row(tile_y0(block, W), t / kSpanW, H), fx = staged_row(tile_x0(block, W), t % kSpanW, W);
   float acc[kF];
 #pragma unroll
   for (int c = 0; c < kF; ++c) acc[c] = wt.b9[c];
   for (int ci = 0; ci < 3; ++ci) {
     for (int ky = 0; ky < 9; ++ky) {
-      const T* row = img + (static_cast<long long>(ci) * H + reflect(fy + ky - 4, H)) * W;
+      const float* row = img + (static_cast<long long>(ci) * H + reflect(fy + ky - kReach, H)) * W;
       for (int kx = 0; kx < 9; ++kx) {
-        const float v = to_float(row[reflect(fx + kx - 4, W)]);
+        const float v = row[reflect(fx + kx - kReach, W)];
         const float4* w = reinterpret_cast<const float4*>(s.w9t + ((ci * 9 + ky) * 9 + kx) * kF);
 #pragma unroll
         for (int q = 0; q < kF / 4; ++q) {
@@ -87,15 +148,100 @@ __host__ __device__ inline void stage_full(Shared& s, int t, int block, int n, c
   for (int c = 0; c < kF; ++c) s.f[t * kF + c] = acc[c] > 0.f ? acc[c] : 0.f;
 }
 
+// --- fp16/bf16 maps: the 9x9 on the tensor cores ----------------------------------------------------
+
+// Phase 0, every thread: the 9x9's high/low B operand (packed by the caller), copied 16 bytes a load;
+// the 1x1's weights; and the image tile, reflected. The 9x9 reads image rows fy - 4 .. fy + 4 of staged
+// rows fy in [0, H): one reflection of rows in [-4, H + 3] (H >= 5); clamping only moves rows that no
+// staged pixel reads (an overhanging tile's) back inside the image.
+template <typename T>
+__host__ __device__ inline void stage_operands(MmaShared<T>& s, int t, int block, int n, const T* image, int H, int W,
+                                               const MicroastHeadWeights& wt) {
+  constexpr int kPieces = 2 * kK * kF * sizeof(T) / 16, kPerPiece = 16 / sizeof(T);
+  const T* w9 = static_cast<const T*>(wt.w9_mma);
+  for (int i = t; i < kPieces; i += kThreads) copy16(&s.w9[0][0] + i * kPerPiece, w9 + i * kPerPiece);
+  stage_w1(s.half, t, wt);
+  const T* img = image + static_cast<long long>(n) * 3 * H * W;
+  const int y0 = 2 * tile_y0(block, W) - 1 - kReach, x0 = 2 * tile_x0(block, W) - 1 - kReach;
+  const auto clamp = [](int i, int n) { return i < -kReach ? -kReach : imin(i, n - 1 + kReach); };
+  for (int e = t; e < 3 * kImageH * kImageW; e += kThreads) {
+    const int ci = e / (kImageH * kImageW), v = (e / kImageW) % kImageH, u = e % kImageW;
+    const int y = reflect(clamp(y0 + v, H), H), x = reflect(clamp(x0 + u, W), W);
+    s.image[e] = img[(static_cast<long long>(ci) * H + y) * W + x];
+  }
+}
+
+// Phase 1, every thread: where its staged pixel's 9x9 window starts in the image tile (thread 255, past
+// the 255 staged pixels, gathers pixel 0's window into a row that nothing reads).
+__host__ __device__ inline int window_origin(int t, int block, int H, int W) {
+  if (t >= kSpanPixels) return 0;
+  const int j0 = tile_y0(block, W), i0 = tile_x0(block, W);
+  const int fy = staged_row(j0, t / kSpanW, H), fx = staged_row(i0, t % kSpanW, W);
+  return (fy - (2 * j0 - 1)) * kImageW + (fx - (2 * i0 - 1));
+}
+
+// Image-tile offset of im2col column k = (in, ky, kx) from a window's origin.
+__host__ __device__ constexpr int tap_offset(int k) {
+  return (k / 81) * kImageH * kImageW + (k % 81 / 9) * kImageW + k % 9;
+}
+
+// Phase 1a, every thread: columns 16 * chunk .. + 15 of its pixel's im2col row (zero past tap 243), into
+// its warp's rows, 16 bytes a store.
+template <typename T>
+__host__ __device__ inline void gather_chunk(MmaShared<T>& s, int t, int chunk, int origin) {
+  constexpr int kPerStore = 16 / sizeof(T);
+  T* row = s.fine.rows[t / 32] + (t % 32) * kRowPitch;
+#pragma unroll
+  for (int q = 0; q < kKChunk / kPerStore; ++q) {
+    alignas(16) T v[kPerStore];
+#pragma unroll
+    for (int j = 0; j < kPerStore; ++j) {
+      const int k = chunk * kKChunk + q * kPerStore + j;
+      v[j] = k < kTaps9 ? s.image[origin + tap_offset(k)] : from_float<T>(0.f);
+    }
+    store16(row + q * kPerStore, v);
+  }
+}
+
+// Phase 1b, every warp: its 32 rows times the chunk's 16 x 16 weights, high and low part.
+template <typename T>
+__host__ __device__ inline void multiply_chunk(const MmaShared<T>& s, int warp, int chunk, warp_mma::Accumulator* acc) {
+  warp_mma::OperandB<T> high, low;
+  warp_mma::load(high, s.w9[0] + chunk * kKChunk * kF, kF);
+  warp_mma::load(low, s.w9[1] + chunk * kKChunk * kF, kF);
+  for (int m = 0; m < kWarpRows / warp_mma::kSide; ++m) {
+    warp_mma::OperandA<T> a;
+    warp_mma::load(a, s.fine.rows[warp] + m * warp_mma::kSide * kRowPitch, kRowPitch);
+    warp_mma::multiply_add(acc[m], a, high);
+    warp_mma::multiply_add(acc[m], a, low);
+  }
+}
+
+// Phase 1c, every warp, after its last product: the accumulators over its own rows, as f.
+__host__ __device__ inline void store_accumulators(float* f, int warp, const warp_mma::Accumulator* acc) {
+  for (int m = 0; m < kWarpRows / warp_mma::kSide; ++m)
+    warp_mma::store(f + (warp * kWarpRows + m * warp_mma::kSide) * kF, acc[m], kF);
+}
+
+// Phase 1d, every thread: bias and ReLU of its pixel's 16 channels.
+__host__ __device__ inline void finish_full(float* f, int t, const MicroastHeadWeights& wt) {
+#pragma unroll
+  for (int c = 0; c < kF; ++c) {
+    const float v = f[t * kF + c] + wt.b9[c];
+    f[t * kF + c] = v > 0.f ? v : 0.f;
+  }
+}
+
+// --- every map dtype ---------------------------------------------------------------------------------
 // Half kernel, phase 2, every thread: relu(grouped stride-2 3x3 16->32) at (pixel, channel) pairs of
 // the tile (a warp: one pixel's 32 channels). Pixels past the map's edge compute unused values.
-__host__ __device__ inline void half_grouped(Shared& s, int t, const MicroastHeadWeights& wt) {
+__host__ __device__ inline void half_grouped(const float* f, HalfLevel& s, int t, const MicroastHeadWeights& wt) {
   for (int i = t; i < kTilePixels * kH; i += kThreads) {
     const int p = i / kH, co = i % kH;
     const int ly = 2 * (p / kTileW), lx = 2 * (p % kTileW);  // the window's top-left in the staged pixels
     float acc = wt.bg1[co];
     for (int tap = 0; tap < 9; ++tap) {
-      acc = fmaf(wt.wg1[co * 9 + tap], s.f[((ly + tap / 3) * kSpanW + lx + tap % 3) * kF + co / 2], acc);
+      acc = fmaf(wt.wg1[co * 9 + tap], f[((ly + tap / 3) * kSpanW + lx + tap % 3) * kF + co / 2], acc);
     }
     s.g[p * kHStride + co] = acc > 0.f ? acc : 0.f;
   }
@@ -103,12 +249,12 @@ __host__ __device__ inline void half_grouped(Shared& s, int t, const MicroastHea
 
 // Half kernel, phase 3, every thread: relu(1x1 32->32) at (pixel, channel) pairs of the tile, stored.
 template <typename T>
-__host__ __device__ inline void half_pixel(const Shared& s, int t, int block, int n, int H, int W,
+__host__ __device__ inline void half_pixel(const HalfLevel& s, int t, int block, int n, int H, int W,
                                            const MicroastHeadWeights& wt, T* half) {
   const int H2 = half_size(H), W2 = half_size(W);
   for (int i = t; i < kTilePixels * kH; i += kThreads) {
     const int p = i / kH, co = i % kH;
-    const int j = (block / tiles_w(W)) * kTileH + p / kTileW, x = (block % tiles_w(W)) * kTileW + p % kTileW;
+    const int j = tile_y0(block, W) + p / kTileW, x = tile_x0(block, W) + p % kTileW;
     if (j >= H2 || x >= W2) continue;
     float acc = wt.b1[co];
     for (int ci = 0; ci < kH; ++ci) acc = fmaf(s.w1t[ci * kHStride + co], s.g[p * kHStride + ci], acc);

@@ -112,13 +112,33 @@ void emulate_tail(const void* x, const MicroastTailWeights& weights, int n, int 
 template <typename T>
 void emulate_head(const void* image, const MicroastHeadWeights& weights, int n, int h, int w, void* half, void* out) {
   using namespace microast::head;
-  auto s = std::make_unique<Shared>();
+  using microast::warp_mma::Accumulator;
+  auto s = std::make_unique<Shared<T>>();
+  const T* img = static_cast<const T*>(image);
   for (int b = 0; b < n; ++b) {
     for (int block = 0; block < half_blocks(h, w); ++block) {
-      for (int t = 0; t < kThreads; ++t) stage_weights(*s, t, weights);
-      for (int t = 0; t < kThreads; ++t) stage_full<T>(*s, t, block, b, static_cast<const T*>(image), h, w, weights);
-      for (int t = 0; t < kThreads; ++t) half_grouped(*s, t, weights);
-      for (int t = 0; t < kThreads; ++t) half_pixel<T>(*s, t, block, b, h, w, weights, static_cast<T*>(half));
+      float* f;
+      if constexpr (std::is_same_v<T, float>) {
+        for (int t = 0; t < kThreads; ++t) stage_weights(*s, t, weights);
+        for (int t = 0; t < kThreads; ++t) stage_full(*s, t, block, b, img, h, w, weights);
+        f = s->f;
+      } else {
+        for (int t = 0; t < kThreads; ++t) stage_operands<T>(*s, t, block, b, img, h, w, weights);
+        // encoder_head.cu's warp-level phases, warp by warp
+        for (int warp = 0; warp < kWarps; ++warp) {
+          Accumulator acc[kWarpRows / microast::warp_mma::kSide];
+          for (Accumulator& a : acc) microast::warp_mma::zero(a);
+          for (int chunk = 0; chunk < kChunks; ++chunk) {
+            for (int t = 32 * warp; t < 32 * warp + 32; ++t) gather_chunk<T>(*s, t, chunk, window_origin(t, block, h, w));
+            multiply_chunk<T>(*s, warp, chunk, acc);
+          }
+          store_accumulators(s->fine.f, warp, acc);
+          for (int t = 32 * warp; t < 32 * warp + 32; ++t) finish_full(s->fine.f, t, weights);
+        }
+        f = s->fine.f;
+      }
+      for (int t = 0; t < kThreads; ++t) half_grouped(f, s->half, t, weights);
+      for (int t = 0; t < kThreads; ++t) half_pixel<T>(s->half, t, block, b, h, w, weights, static_cast<T*>(half));
     }
   }
   for (int b = 0; b < n; ++b)
@@ -129,10 +149,11 @@ void emulate_head(const void* image, const MicroastHeadWeights& weights, int n, 
 
 }  // namespace
 
-extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* image, const float* const* weights, int n, int h,
+// ``weights``: the ten fp32 operands of MicroastHeadWeights, then w9_mma (null for fp32 maps).
+extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* image, const void* const* weights, int n, int h,
                                              int w, void* half, void* out) {
-  const MicroastHeadWeights wt{weights[0], weights[1], weights[2], weights[3], weights[4],
-                               weights[5], weights[6], weights[7], weights[8], weights[9]};
+  const auto f = [&](int i) { return static_cast<const float*>(weights[i]); };
+  const MicroastHeadWeights wt{f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), weights[10]};
   const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_head<decltype(tag)>(image, wt, n, h, w, half, out); });
   return known ? 0 : 1;
 }

@@ -1,9 +1,9 @@
 """The "cuda" backend: the CUDA C++ kernels of ``csrc/`` (extension ``microast_fast._C``).
 
 The content path runs in four kernels: the encoder head, instance statistics, the fused
-FeatMod/FilterMod residual block and the decoder tail. The residual block and the tail's 9x9 run on
-the tensor cores for fp16/bf16 maps (fp32 accumulation) and in exact fp32 for fp32 maps; the rest
-computes in fp32 for every map dtype. The style path, once per style, is the torch
+FeatMod/FilterMod residual block and the decoder tail. The residual block and the 9x9s of head and tail
+run on the tensor cores for fp16/bf16 maps (fp32 accumulation) and in exact fp32 for fp32 maps; the
+rest computes in fp32 for every map dtype. The style path, once per style, is the torch
 backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
 the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
 backend.
@@ -85,7 +85,7 @@ class _Operands:
     def __init__(self, model):
         encoder = model.content_encoder
         dtype = model.decoder.dec1.conv1.conv_layer.weight.dtype  # the maps' dtype: inputs match the model
-        self.head = head_weights(encoder)
+        self.head = head_weights(encoder, dtype)
         self.encoder_blocks = (_pack_block(encoder.enc1[10], dtype), _pack_block(encoder.enc2[0], dtype))
         self.decoder_blocks = (_pack_block(model.decoder.dec1, dtype), _pack_block(model.decoder.dec2, dtype))
         self.tail = tail_weights(model, dtype)
@@ -113,14 +113,26 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
     return ops.cuda_decoder_tail(x, *operands.tail)
 
 
-def head_weights(encoder) -> list[torch.Tensor]:
-    """An encoder head's ten fp32 operands (conv layers 0, 2, 4, 6, 8 of enc1): the 9x9 packed
-    ``[3 * 81 taps (in, ky, kx), 16 out]`` (the kernel copies it as it is), the rest in PyTorch layouts."""
+def head_weights(encoder, dtype: torch.dtype) -> list[torch.Tensor | None]:
+    """An encoder head's operands for images of ``dtype``: ten fp32 tensors (conv layers 0, 2, 4, 6, 8 of
+    enc1), the 9x9 packed ``[3 * 81 taps (in, ky, kx), 16 out]`` (the kernel copies it as it is), the rest
+    in PyTorch layouts; then the 9x9 as the tensor cores take it (``pack_head9x9_mma``; None for fp32)."""
     convs = [encoder.enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
     operands = [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
     w9 = convs[0].weight
     operands[0] = w9.permute(1, 2, 3, 0).reshape(-1, w9.shape[0]).float().contiguous()
-    return operands
+    return operands + [None if dtype == torch.float32 else pack_head9x9_mma(w9, dtype)]
+
+
+def pack_head9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The head's 9x9 ``[16 out, 3 in, 9, 9]`` -> ``[2, 256 taps (in, ky, kx), 16 out]`` in ``dtype``: the
+    taps zero-padded to whole 16-deep products, then split as high = w rounded to ``dtype`` and low = the
+    rest rounded, so that high + low carries the fp32 weight to about 2^-22 (fp16) or 2^-16 (bf16) of its
+    size, where one rounding would keep 2^-11 or 2^-8."""
+    taps = weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).float()
+    taps = torch.nn.functional.pad(taps, (0, 0, 0, 256 - taps.shape[0]))
+    high = taps.to(dtype)
+    return torch.stack([high, (taps - high.float()).to(dtype)]).contiguous()
 
 
 def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:

@@ -56,8 +56,14 @@ class EmulatedOps:
         return mean.flatten(1), std.flatten(1)
 
     @staticmethod
-    def cuda_encoder_head(image, w9, b9, wg1, bg1, w1, b1, wg2, bg2, w2, b2):
+    def cuda_encoder_head(image, w9, b9, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9_mma):
         import torch.nn.functional as F
+
+        assert (w9_mma is None) == (image.dtype == torch.float32)
+        if w9_mma is not None:  # [high/low, 256 taps, 16 out] in the image dtype, taps 243.. zero
+            high, low = w9_mma.float()
+            assert torch.equal(high[:243], w9.to(image.dtype).float()) and not w9_mma[:, 243:].any()
+            assert (high + low)[:243].sub(w9).abs().max() <= w9.abs().max() * 2.0 ** -15
 
         def conv(t, weight, bias, stride=1, groups=1):
             return F.conv2d(F.pad(t, (weight.shape[-1] // 2,) * 4, mode="reflect"), weight, bias, stride, groups=groups)
@@ -237,14 +243,37 @@ def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
     image = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(h * w))
     with torch.no_grad():
         expected = encoder.enc1[:10](image)
-    weights = head_weights(encoder)
-    table = pointer_table(weights)
-    image_d = image.to(dtype)
-    h2, w2 = -(-h // 2), -(-w // 2)
-    half, out = torch.empty(n, h2, w2, 32, dtype=dtype), torch.empty(n, -(-h2 // 2), -(-w2 // 2), 64, dtype=dtype)
-    assert emulation.microast_emulate_encoder_head(DTYPE_CODES[dtype], ptr(image_d), table, n, h, w, ptr(half),
-                                                   ptr(out)) == 0
+    _, out = run_emulated_head(emulation, image.to(dtype), head_weights(encoder, dtype))
     torch.testing.assert_close(out.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
+
+
+def run_emulated_head(emulation, image, weights):
+    """The head kernels' bodies on the host -> (half map, quarter map), NHWC in the image's dtype."""
+    n, _, h, w = image.shape
+    h2, w2 = -(-h // 2), -(-w // 2)
+    half, out = image.new_empty(n, h2, w2, 32), image.new_empty(n, -(-h2 // 2), -(-w2 // 2), 64)
+    table = pointer_table(weights)
+    assert emulation.microast_emulate_encoder_head(DTYPE_CODES[image.dtype], ptr(image), table, n, h, w, ptr(half),
+                                                   ptr(out)) == 0
+    return half, out
+
+
+@pytest.mark.parametrize("dtype,mantissa", [(torch.float16, 10), (torch.bfloat16, 7)])
+def test_emulated_head_tensor_cores_keep_the_fp32_result(emulation, dtype, mantissa):
+    """The fp16/bf16 head's 9x9 runs on the tensor cores with its weights split as high + low: its half
+    map must be the exact fp32 head's on the same image, rounded once to the map dtype, that is within
+    half a unit in the last place plus fp32 noise (1e-6; measured at most 1.9e-7 beyond the half unit).
+    With the weights only rounded to the map dtype, 14% (fp16) and 9% (bf16) of the values were further
+    off, by up to 1.4e-4 and 4.2e-4."""
+    from microast_fast.cuda_backend import head_weights
+
+    encoder = MicroAST.from_pretrained(backend="torch").content_encoder
+    image = torch.rand(1, 3, 45, 62, generator=torch.Generator().manual_seed(7)).to(dtype)
+    half, _ = run_emulated_head(emulation, image, head_weights(encoder, dtype))
+    exact, _ = run_emulated_head(emulation, image.float(), head_weights(encoder, torch.float32))
+    exponent = torch.floor(torch.log2(exact.abs().clamp_min(2.0 ** -14)))  # fp16's subnormals: a fixed step
+    excess = (half.float() - exact).abs() - 2.0 ** (exponent - mantissa - 1)
+    assert excess.max() <= 1e-6, f"{(excess > 1e-6).float().mean():.1%} of the values are more than half a unit off"
 
 
 # The CUDA kernels (run on the host) against the Triton kernels (run in the interpreter), on the same
@@ -297,7 +326,7 @@ def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
     check(out, decoder_tail.decoder_tail(x, *decoder_tail.pack_decoder_tail(model.decoder.dec3, dtype)), "tail")
 
     image = torch.rand(1, 3, 37, 70, generator=g).to(dtype)
-    weights = cuda_backend.head_weights(model.content_encoder)
+    weights = cuda_backend.head_weights(model.content_encoder, dtype)
     half, out = torch.empty(1, 19, 35, 32, dtype=dtype), torch.empty(1, 10, 18, 64, dtype=dtype)
     table = pointer_table(weights)
     assert emulation.microast_emulate_encoder_head(DTYPE_CODES[dtype], ptr(image), table, 1, 37, 70, ptr(half),
@@ -313,13 +342,7 @@ class HostKernelOps:
         self.lib = lib
 
     def cuda_encoder_head(self, image, *weights):
-        n, _, h, w = image.shape
-        h2, w2 = -(-h // 2), -(-w // 2)
-        half, out = image.new_empty(n, h2, w2, 32), image.new_empty(n, -(-h2 // 2), -(-w2 // 2), 64)
-        table = pointer_table(weights)
-        assert self.lib.microast_emulate_encoder_head(DTYPE_CODES[image.dtype], ptr(image), table, n, h, w, ptr(half),
-                                                      ptr(out)) == 0
-        return out
+        return run_emulated_head(self.lib, image, weights)[1]
 
     def cuda_instance_stats(self, x):
         import ctypes
@@ -478,6 +501,11 @@ def test_ops_refuse_what_the_kernels_would_misread(ops):
         torch.ops.microast.cuda_resblock(x, shifted, b1, w2, b2, *(None,) * 7)
     with pytest.raises(RuntimeError, match="w9_mma"):
         torch.ops.microast.cuda_decoder_tail(x.half(), *cuda_backend.tail_weights(model, torch.float32))
+    image = torch.rand(1, 3, 9, 9, device="cuda")
+    with pytest.raises(RuntimeError, match="w9_mma"):
+        torch.ops.microast.cuda_encoder_head(image.half(), *cuda_backend.head_weights(model.content_encoder, torch.float32))
+    with pytest.raises(RuntimeError, match="w9_mma"):
+        torch.ops.microast.cuda_encoder_head(image, *cuda_backend.head_weights(model.content_encoder, torch.float16))
     empty = torch.ops.microast.cuda_resblock(x[:0], w1, b1, w2, b2, *(None,) * 7)
     assert empty.shape == (0, 5, 6, 64)
 
@@ -493,8 +521,9 @@ def test_opcheck(ops):
         w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2, maps.dtype)
         torch.library.opcheck(torch.ops.microast.cuda_resblock, (maps, w1, b1, w2, b2) + (None,) * 7)
         torch.library.opcheck(torch.ops.microast.cuda_decoder_tail, (maps, *cuda_backend.tail_weights(model, maps.dtype)))
-    image = torch.rand(2, 3, 13, 11, device="cuda")
-    torch.library.opcheck(torch.ops.microast.cuda_encoder_head, (image, *cuda_backend.head_weights(model.content_encoder)))
+    for image in (torch.rand(2, 3, 13, 11, device="cuda"), torch.rand(2, 3, 13, 11, device="cuda").half()):
+        torch.library.opcheck(torch.ops.microast.cuda_encoder_head,
+                              (image, *cuda_backend.head_weights(model.content_encoder, image.dtype)))
 
 
 @gpu
