@@ -482,6 +482,43 @@ def test_resblock_op_matches_torch(ops, modulated, n, h, w):
     torch.testing.assert_close(got.permute(0, 3, 1, 2), expected, rtol=0, atol=1e-4)
 
 
+# A unit in the last place of each map dtype, relative: the device's tensor cores sum in another order
+# than the host's loops, so a rounding to the map dtype may go the other way.
+LAST_PLACE = {torch.float32: 1e-6, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+
+
+@gpu
+@pytest.mark.parametrize("dtype,head_atol,tail_atol", [(torch.float32, 1e-6, 1e-5), (torch.float16, 2e-4, 2e-3),
+                                                        (torch.bfloat16, 2e-3, 1e-2)])
+@pytest.mark.parametrize("n,h,w", [(2, 5, 7), (1, 67, 130)])
+def test_head_and_tail_ops_match_torch_and_their_host_runs(ops, emulation, dtype, head_atol, tail_atol, n, h, w):
+    """The head and tail ops on the device against the PyTorch layers (the emulated tests' bounds), and
+    against their own kernel bodies run on the host: the same arithmetic, so a race or a missing barrier
+    shows here as values far outside one rounding."""
+    from microast_fast import cuda_backend
+    model = MicroAST.from_pretrained(backend="torch")
+    host = HostKernelOps(emulation)
+    g = torch.Generator().manual_seed(n * h + w)
+
+    image = torch.rand(n, 3, h, w, generator=g)
+    head = cuda_backend.head_weights(model.content_encoder, dtype)
+    got = ops.cuda_encoder_head(image.to("cuda", dtype), *[t if t is None else t.cuda() for t in head]).cpu()
+    with torch.no_grad():
+        expected = model.content_encoder.enc1[:10](image)
+    torch.testing.assert_close(got.float().permute(0, 3, 1, 2), expected, rtol=0, atol=head_atol)
+    torch.testing.assert_close(got.float(), host.cuda_encoder_head(image.to(dtype), *head).float(),
+                               rtol=LAST_PLACE[dtype], atol=1e-6)
+
+    x = torch.randn(n, -(-h // 4), -(-w // 4), 64, generator=g).abs() * 4  # a block output's range
+    tail = cuda_backend.tail_weights(model, dtype)
+    got = ops.cuda_decoder_tail(x.to("cuda", dtype), *[t if t is None else t.cuda() for t in tail]).cpu()
+    with torch.no_grad():
+        expected = model.decoder.dec3(x.permute(0, 3, 1, 2))
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=tail_atol)
+    torch.testing.assert_close(got.float(), host.cuda_decoder_tail(x.to(dtype), *tail).float(),
+                               rtol=LAST_PLACE[dtype], atol=1e-6)
+
+
 @gpu
 def test_ops_refuse_what_the_kernels_would_misread(ops):
     """The ops are public: operands the kernels would read out of bounds or misaligned are refused with
