@@ -456,30 +456,35 @@ def test_instance_stats_op(ops, dtype, n, h, w):
 
 
 @gpu
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 8e-2)])
 @pytest.mark.parametrize("modulated", [False, True])
 @pytest.mark.parametrize("n,h,w", [(2, 2, 2), (2, 9, 13), (1, 135, 240)])
-def test_resblock_op_matches_torch(ops, modulated, n, h, w):
+def test_resblock_op_matches_torch(ops, dtype, atol, modulated, n, h, w):
+    """As test_emulated_resblock_matches_torch, on the device: the same signal ranges and bounds."""
     from microast_fast import cuda_backend, torch_backend
     model = MicroAST.from_pretrained(backend="torch", device="cuda")
     block = model.decoder.dec1
-    x = nhwc(n * h + w, n, h, w)
+    x = nhwc(n * h + w, n, h, w, dtype)
+    x32 = x.float().permute(0, 3, 1, 2)  # the reference sees the input as rounded to the map dtype
     g = torch.Generator().manual_seed(3)
     if modulated:
         s_mean, s_std = torch.randn(n, 64, 1, 1, generator=g).cuda(), torch.rand(n, 64, 1, 1, generator=g).cuda() + 0.5
-        fw, fb = torch.randn(n, 64, 1, 1, generator=g).cuda(), torch.randn(n, 64, 1, 1, generator=g).cuda()
+        fw = torch.randn(n, 64, 1, 1, generator=g).cuda() * 0.5 + 1
+        fb = torch.randn(n, 64, 1, 1, generator=g).cuda() * 0.2
         alpha = torch.tensor([0.7, 0.2][:n], device="cuda")
-        mean, std = torch_backend.instance_stats(x.permute(0, 3, 1, 2))
+        mean, std = torch_backend.instance_stats(x32)
         a, b = torch_backend.featmod_affine(mean, std, s_mean, s_std, alpha.view(-1, 1, 1, 1))
         with torch.no_grad():
-            expected = torch_backend.filtermod_resblock(block, x.permute(0, 3, 1, 2), a, b, fw, fb)
+            expected = torch_backend.filtermod_resblock(block, x32, a, b, fw, fb)
         flat = lambda t: t.reshape(n, 64).contiguous()  # noqa: E731
         got = cuda_backend._resblock(ops, block, x, (flat(mean), flat(std), flat(s_mean), flat(s_std), alpha),
                                      (flat(fw), flat(fb)))
     else:
         with torch.no_grad():
-            expected = block(x.permute(0, 3, 1, 2))
+            expected = block(x32)
         got = cuda_backend._resblock(ops, block, x)
-    torch.testing.assert_close(got.permute(0, 3, 1, 2), expected, rtol=0, atol=1e-4)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
 
 # A unit in the last place of each map dtype, relative: the device's tensor cores sum in another order
