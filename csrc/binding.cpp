@@ -152,7 +152,7 @@ at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at:
       fp32(bg1, "bg1", image, 32), fp32(w1, "w1", image, 32 * 32), fp32(b1, "b1", image, 32),
       fp32(wg2, "wg2", image, 64 * 9), fp32(bg2, "bg2", image, 64), fp32(w2, "w2", image, 64 * 64),
       fp32(b2, "b2", image, 64),
-      tensor_cores ? packed(*w9_mma, "w9_mma", image, 2 * 256 * 16, "pack_head9x9_mma: [2, 256 taps, 16 out]") : nullptr};
+      tensor_cores ? packed(*w9_mma, "w9_mma", image, 256 * 16, "pack_head9x9_mma: [256 taps, 16 out]") : nullptr};
   check_aligned16(w9, "w9", "head_weights");
   check_aligned16(w2, "w2", "head_weights");
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);

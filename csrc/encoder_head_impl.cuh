@@ -7,11 +7,10 @@
 //              fp32 maps: exact fp32, one thread a pixel, weights [in][ky][kx][out] staged in shared memory.
 //              fp16/bf16 maps: on the tensor cores as an implicit GEMM [255 pixels x 256 k] x [256 k x 16]
 //              with k = (in, ky, kx) (243 taps, zero-padded): the image tile is staged once, each warp
-//              gathers its own 32 pixels' im2col rows 16 columns at a time and multiplies them. The
-//              weights are split as high + low in the map dtype, two products each, so that the sum
-//              carries the fp32 weights (the image is exact in its dtype; accumulation is fp32): the
-//              result is as accurate as the fp32 path's, and the tensor cores do the 3,888 FMA a pixel
-//              that are most of the head's arithmetic.
+//              gathers its own 32 pixels' im2col rows 16 columns at a time and multiplies them. Image
+//              and weights (a model in the map dtype) are exact as operands and accumulation is fp32,
+//              so this is the fp32 path's arithmetic in another order, with the tensor cores doing the
+//              3,888 FMA a pixel that are most of the head's work.
 //            Phase 2 is the grouped (g=16) stride-2 3x3 16->32 + ReLU of the tile's 56 pixels, also into
 //            shared memory; phase 3 the 1x1 32->32 + ReLU, stored. Phases 2 and 3 spread the tile's
 //            56 x 32 values over all threads, consecutive threads on consecutive channels (coalesced
@@ -19,7 +18,7 @@
 //   quarter: half map -> quarter map [n, H4, W4, 64], one thread a pixel: grouped (g=32) stride-2 3x3
 //            32->64 + ReLU, 1x1 64->64 + ReLU.
 // Each level reflects at its own border (H2 = ceil(H/2), H4 = ceil(H2/2)); weights are fp32, as
-// microast_kernels.h lays them out, and for fp16/bf16 maps also the 9x9's high/low operand (w9_mma).
+// microast_kernels.h lays them out, and for fp16/bf16 maps also the 9x9 in the map dtype (w9_mma).
 #pragma once
 
 #include <type_traits>
@@ -70,10 +69,10 @@ struct ExactShared {
   HalfLevel half;
 };
 
-// fp16/bf16 maps: 46.7 KB (static shared memory stops at 48 KB).
+// fp16/bf16 maps: 38.7 KB.
 template <typename T>
 struct MmaShared {
-  alignas(32) T w9[2][kK * kF];  // the 9x9's B operand [k][out]: high, then low part
+  alignas(32) T w9[kK * kF];       // the 9x9's B operand [k][out]
   T image[3 * kImageH * kImageW];  // the image pixels the staged ones read, reflected
   // Each warp's 2 KB holds its im2col rows while it multiplies, then the accumulators of the same 32
   // pixels: f, [pixel][16] over the whole block (the warps' rows in order).
@@ -150,16 +149,16 @@ __host__ __device__ inline void stage_full(ExactShared& s, int t, int block, int
 
 // --- fp16/bf16 maps: the 9x9 on the tensor cores ----------------------------------------------------
 
-// Phase 0, every thread: the 9x9's high/low B operand (packed by the caller), copied 16 bytes a load;
+// Phase 0, every thread: the 9x9's B operand (packed by the caller), copied 16 bytes a load;
 // the 1x1's weights; and the image tile, reflected. The 9x9 reads image rows fy - 4 .. fy + 4 of staged
 // rows fy in [0, H): one reflection of rows in [-4, H + 3] (H >= 5); clamping only moves rows that no
 // staged pixel reads (an overhanging tile's) back inside the image.
 template <typename T>
 __host__ __device__ inline void stage_operands(MmaShared<T>& s, int t, int block, int n, const T* image, int H, int W,
                                                const MicroastHeadWeights& wt) {
-  constexpr int kPieces = 2 * kK * kF * sizeof(T) / 16, kPerPiece = 16 / sizeof(T);
+  constexpr int kPieces = kK * kF * sizeof(T) / 16, kPerPiece = 16 / sizeof(T);
   const T* w9 = static_cast<const T*>(wt.w9_mma);
-  for (int i = t; i < kPieces; i += kThreads) copy16(&s.w9[0][0] + i * kPerPiece, w9 + i * kPerPiece);
+  for (int i = t; i < kPieces; i += kThreads) copy16(s.w9 + i * kPerPiece, w9 + i * kPerPiece);
   stage_w1(s.half, t, wt);
   const T* img = image + static_cast<long long>(n) * 3 * H * W;
   const int y0 = 2 * tile_y0(block, W) - 1 - kReach, x0 = 2 * tile_x0(block, W) - 1 - kReach;
@@ -203,17 +202,15 @@ __host__ __device__ inline void gather_chunk(MmaShared<T>& s, int t, int chunk, 
   }
 }
 
-// Phase 1b, every warp: its 32 rows times the chunk's 16 x 16 weights, high and low part.
+// Phase 1b, every warp: its 32 rows times the chunk's 16 x 16 weights.
 template <typename T>
 __host__ __device__ inline void multiply_chunk(const MmaShared<T>& s, int warp, int chunk, warp_mma::Accumulator* acc) {
-  warp_mma::OperandB<T> high, low;
-  warp_mma::load(high, s.w9[0] + chunk * kKChunk * kF, kF);
-  warp_mma::load(low, s.w9[1] + chunk * kKChunk * kF, kF);
+  warp_mma::OperandB<T> b;
+  warp_mma::load(b, s.w9 + chunk * kKChunk * kF, kF);
   for (int m = 0; m < kWarpRows / warp_mma::kSide; ++m) {
     warp_mma::OperandA<T> a;
     warp_mma::load(a, s.fine.rows[warp] + m * warp_mma::kSide * kRowPitch, kRowPitch);
-    warp_mma::multiply_add(acc[m], a, high);
-    warp_mma::multiply_add(acc[m], a, low);
+    warp_mma::multiply_add(acc[m], a, b);
   }
 }
 

@@ -66,8 +66,8 @@ cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTa
 // 9x9 packed [3 * 81 taps (in, ky, kx)][16 out] and 16-byte aligned (each block copies it as it is),
 // grouped 3x3 [32, 1, 3, 3], 1x1 [32, 32], grouped 3x3 [64, 1, 3, 3], 1x1 [64, 64] (16-byte aligned),
 // and their biases. For fp16/bf16 maps the 9x9 runs on the tensor cores (sm_80+) from ``w9_mma``: the
-// packed 9x9 zero-padded to 256 taps and split as high + low in the map dtype, [2][256][16], 16-byte
-// aligned (null for fp32 maps, whose exact 9x9 reads w9).
+// packed 9x9 zero-padded to 256 taps, in the map dtype, [256][16], 16-byte aligned (null for fp32
+// maps, whose exact 9x9 reads w9).
 struct MicroastHeadWeights {
   const float *w9, *b9, *wg1, *bg1, *w1, *b1, *wg2, *bg2, *w2, *b2;
   const void* w9_mma;

@@ -125,14 +125,10 @@ def head_weights(encoder, dtype: torch.dtype) -> list[torch.Tensor | None]:
 
 
 def pack_head9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The head's 9x9 ``[16 out, 3 in, 9, 9]`` -> ``[2, 256 taps (in, ky, kx), 16 out]`` in ``dtype``: the
-    taps zero-padded to whole 16-deep products, then split as high = w rounded to ``dtype`` and low = the
-    rest rounded, so that high + low carries the fp32 weight to about 2^-22 (fp16) or 2^-16 (bf16) of its
-    size, where one rounding would keep 2^-11 or 2^-8."""
-    taps = weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0]).float()
-    taps = torch.nn.functional.pad(taps, (0, 0, 0, 256 - taps.shape[0]))
-    high = taps.to(dtype)
-    return torch.stack([high, (taps - high.float()).to(dtype)]).contiguous()
+    """The head's 9x9 ``[16 out, 3 in, 9, 9]`` -> ``[256 taps (in, ky, kx), 16 out]`` in ``dtype``, taps
+    243.. zero: the tensor cores' B operand, in whole 16-deep products."""
+    taps = weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0])
+    return torch.nn.functional.pad(taps, (0, 0, 0, 256 - taps.shape[0])).to(dtype).contiguous()
 
 
 def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:
