@@ -119,6 +119,7 @@ at::Tensor resblock(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
 at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Tensor& bg1, const at::Tensor& w1,
                         const at::Tensor& b1, const at::Tensor& wg2, const at::Tensor& bg2, const at::Tensor& w2,
                         const at::Tensor& b2, const at::Tensor& w9, const at::Tensor& b9,
+                        const at::Tensor& wg1_phase, const at::Tensor& wg2_phase,
                         const std::optional<at::Tensor>& w9_mma) {
   check_map(x);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -128,7 +129,10 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
       fp32(wg1, "wg1", x, 32 * 2 * 9), fp32(bg1, "bg1", x, 32), fp32(w1, "w1", x, 32 * 32), fp32(b1, "b1", x, 32),
       fp32(wg2, "wg2", x, 16 * 2 * 9), fp32(bg2, "bg2", x, 16), fp32(w2, "w2", x, 16 * 16), fp32(b2, "b2", x, 16),
       fp32(w9, "w9", x, 3 * 16 * 81), fp32(b9, "b9", x, 3),
+      fp32(wg1_phase, "wg1_phase", x, 4 * 9 * 64), fp32(wg2_phase, "wg2_phase", x, 4 * 9 * 32),
       tensor_cores ? packed(*w9_mma, "w9_mma", x, 81 * 16 * 16, "pack_conv9x9_mma: [81 taps, 16 in, 16 out]") : nullptr};
+  for (const auto& [t, name] : {std::pair{&w1, "w1"}, {&w2, "w2"}, {&wg1_phase, "wg1_phase"}, {&wg2_phase, "wg2_phase"}})
+    check_aligned16(*t, name, "tail_weights");
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
   at::Tensor out = at::empty({n, 3, 4 * h, 4 * w}, x.options());
   C10_CUDA_CHECK(microast_decoder_tail(map_dtype(x), x.data_ptr(), weights, static_cast<int>(n), static_cast<int>(h),
@@ -174,7 +178,7 @@ TORCH_LIBRARY_FRAGMENT(microast, m) {
   m.def("cuda_encoder_head(Tensor image, Tensor w9, Tensor b9, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, "
         "Tensor wg2, Tensor bg2, Tensor w2, Tensor b2, Tensor? w9_mma) -> Tensor");
   m.def("cuda_decoder_tail(Tensor x, Tensor wg1, Tensor bg1, Tensor w1, Tensor b1, Tensor wg2, Tensor bg2, "
-        "Tensor w2, Tensor b2, Tensor w9, Tensor b9, Tensor? w9_mma) -> Tensor");
+        "Tensor w2, Tensor b2, Tensor w9, Tensor b9, Tensor wg1_phase, Tensor wg2_phase, Tensor? w9_mma) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(microast, CUDA, m) {

@@ -9,8 +9,9 @@
 //   phase 3: the 9x9 16->3: exact fp32, a thread per output pixel, for fp32 maps; on the tensor cores
 //            (WMMA, fp32 accumulation; below) for fp16/bf16 maps, whose 16-channel tile is stored in the
 //            map dtype as the reference rounds it.
-// The upsampled maps never exist: each 3x3 tap samples its bilinear value from the level below. Each
-// level reflects at its own border; weights are the PyTorch layouts, fp32. Windows overlap: phase 1
+// The upsampled maps never exist: each bilinear x2 + grouped 3x3 is one 3x3 on the level below per
+// output phase (upsample_grouped_1x1). Each level reflects at its own border; weights are the PyTorch
+// layouts and the composed ones, fp32. Windows overlap: phase 1
 // computes 14^2 / 8^2 = 3.1x the half-res pixels, phase 2 24^2 / 16^2 = 2.25x the full-res ones.
 #pragma once
 
@@ -88,18 +89,13 @@ __host__ __device__ inline void up2_source(int o, int n, int& i0, int& i1, float
   l1 = src - static_cast<float>(i0);
 }
 
-// relu(1x1(relu(grouped3x3(up2(src))))) at pixel (y, x) of the upsampled level (size 2*sh x 2*sw).
-// src: the sh x sw level below (2 * COUT channels, T), or the window of it that the taps read; grouped
-// weight [COUT][2][3][3]; 1x1 [COUT][COUT]. -> f[COUT]
+// g[COUT] += grouped3x3(up2(src)) at pixel (y, x) of the upsampled level, each tap sampled bilinearly
+// at its reflected coordinate: the general form, for the level's border pixels.
 template <typename T, int COUT>
-__host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, int sh, int sw, int y, int x,
-                                                     const float* wg, const float* bg, const float* w1,
-                                                     const float* b1, float* f) {
+__host__ __device__ inline void bilinear_grouped(const LevelView<T>& src, int sh, int sw, int y, int x,
+                                                 const float* wg, float* g) {
   constexpr int CIN = 2 * COUT;
   const int uh = 2 * sh, uw = 2 * sw;
-  float g[COUT];
-  #pragma unroll
-  for (int co = 0; co < COUT; ++co) g[co] = bg[co];
   for (int tap = 0; tap < 9; ++tap) {
     const int ty = reflect(y + tap / 3 - 1, uh), tx = reflect(x + tap % 3 - 1, uw);
     int y0, y1, x0, x1;
@@ -115,13 +111,61 @@ __host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, in
       g[c / 2] = fmaf(wg[((c / 2) * 2 + c % 2) * 9 + tap], u, g[c / 2]);
     }
   }
+}
+
+// relu(1x1(relu(grouped3x3(up2(src))))) at pixel (y, x) of the upsampled level (size 2*sh x 2*sw).
+// src: the sh x sw level below (2 * COUT channels, T), or the window of it that the taps read; grouped
+// weight [COUT][2][3][3], and the same composed with the bilinear x2 per output phase (wp, below);
+// 1x1 [COUT][COUT], 16-byte aligned. -> f[COUT]
+//
+// Away from the upsampled level's border, bilinear x2 (align_corners=False) has fixed weights per
+// output parity (an even row 2i is 0.25 x[i-1] + 0.75 x[i], an odd one 0.75 x[i] + 0.25 x[i+1], with
+// the source clamped at the edge), so the 3x3 taps of the grouped convolution on the upsampled level
+// are a 3x3 convolution of the level below with one kernel per (row, column) parity: ``wp``
+// [4 phases (2 * row parity + column parity)][9 taps over rows i-1..i+1, columns j-1..j+1][CIN] fp32,
+// 16-byte aligned (pack_up2_grouped3x3). A pixel then reads 9 source pixels instead of 36 and does
+// no interpolation. The first and last upsampled rows and columns reflect the 3x3's padding at the
+// upsampled level, which no such kernel expresses: they sample each tap bilinearly, as the reference.
+template <typename T, int COUT>
+__host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, int sh, int sw, int y, int x,
+                                                     const float* wg, const float* wp, const float* bg,
+                                                     const float* w1, const float* b1, float* f) {
+  constexpr int CIN = 2 * COUT;
+  const int uh = 2 * sh, uw = 2 * sw;
+  float g[COUT];
+  #pragma unroll
+  for (int co = 0; co < COUT; ++co) g[co] = bg[co];
+  if (y > 0 && y < uh - 1 && x > 0 && x < uw - 1) {
+    const int i = y / 2, j = x / 2;
+    const float* w = wp + ((y % 2) * 2 + x % 2) * 9 * CIN;
+    for (int tap = 0; tap < 9; ++tap) {
+      const int sy = i + tap / 3 - 1, sx = j + tap % 3 - 1;
+      const T* p = src.at(sy < 0 ? 0 : imin(sy, sh - 1), sx < 0 ? 0 : imin(sx, sw - 1));
+      #pragma unroll
+      for (int c = 0; c < CIN; c += 4) {  // input channels c, c + 1 feed group c / 2, c + 2, c + 3 the next
+        const float4 wq = load4(w + tap * CIN + c);
+        g[c / 2] = fmaf(wq.x, to_float(p[c]), g[c / 2]);
+        g[c / 2] = fmaf(wq.y, to_float(p[c + 1]), g[c / 2]);
+        g[c / 2 + 1] = fmaf(wq.z, to_float(p[c + 2]), g[c / 2 + 1]);
+        g[c / 2 + 1] = fmaf(wq.w, to_float(p[c + 3]), g[c / 2 + 1]);
+      }
+    }
+  } else {
+    bilinear_grouped<T, COUT>(src, sh, sw, y, x, wg, g);
+  }
   #pragma unroll
   for (int co = 0; co < COUT; ++co) g[co] = g[co] > 0.f ? g[co] : 0.f;
   #pragma unroll
   for (int co = 0; co < COUT; ++co) {
     float acc = b1[co];
     #pragma unroll
-    for (int ci = 0; ci < COUT; ++ci) acc = fmaf(w1[co * COUT + ci], g[ci], acc);
+    for (int ci = 0; ci < COUT; ci += 4) {
+      const float4 wq = load4(w1 + co * COUT + ci);
+      acc = fmaf(wq.x, g[ci], acc);
+      acc = fmaf(wq.y, g[ci + 1], acc);
+      acc = fmaf(wq.z, g[ci + 2], acc);
+      acc = fmaf(wq.w, g[ci + 3], acc);
+    }
     f[co] = acc > 0.f ? acc : 0.f;
   }
 }
@@ -140,7 +184,7 @@ __host__ __device__ inline void stage_half(Shared<T>& s, int t, int block, int n
     const int y = hy0 + i / kWin, xx = hx0 + i % kWin;
     if (y >= 2 * h || xx >= 2 * w) continue;
     float f[kH];
-    upsample_grouped_1x1<T, kH>(quarter, h, w, y, xx, wt.wg1, wt.bg1, wt.w1, wt.b1, f);
+    upsample_grouped_1x1<T, kH>(quarter, h, w, y, xx, wt.wg1, wt.wg1_phase, wt.bg1, wt.w1, wt.b1, f);
     #pragma unroll
     for (int c = 0; c < kH; ++c) s.window[i * kHStride + c] = from_float<T>(f[c]);
   }
@@ -158,7 +202,7 @@ __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h
     const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
     const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);
     float f[kF];
-    upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.bg2, wt.w2, wt.b2, f);
+    upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.wg2_phase, wt.bg2, wt.w2, wt.b2, f);
 #pragma unroll
     for (int c = 0; c < kF; ++c) s.f[i * kF + c] = from_float<T>(f[c]);  // in the map dtype, as the reference
   }

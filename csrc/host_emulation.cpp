@@ -158,11 +158,11 @@ extern "C" int microast_emulate_encoder_head(MicroastDtype dtype, const void* im
   return known ? 0 : 1;
 }
 
-// ``weights``: the ten fp32 operands of MicroastTailWeights, then w9_mma (null for fp32 maps).
+// ``weights``: the twelve fp32 operands of MicroastTailWeights, then w9_mma (null for fp32 maps).
 extern "C" int microast_emulate_decoder_tail(MicroastDtype dtype, const void* x, const void* const* weights, int n, int h,
                                              int w, void* out) {
   const auto f = [&](int i) { return static_cast<const float*>(weights[i]); };
-  const MicroastTailWeights wt{f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), weights[10]};
+  const MicroastTailWeights wt{f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), f(10), f(11), weights[12]};
   const bool known = microast::with_map_type(dtype, [&](auto tag) { emulate_tail<decltype(tag)>(x, wt, n, h, w, out); });
   return known ? 0 : 1;
 }

@@ -49,12 +49,15 @@ cudaError_t microast_resblock(MicroastDtype dtype, const void* x, const void* w1
 // The decoder tail (dec3) from the quarter-res map x [n, h, w, 64] to the image out [n, 3, 4h, 4w]
 // (NCHW, x's dtype), one kernel: the 32- and 16-channel maps exist only per tile, in shared memory; the
 // 9x9 on the tensor cores for fp16/bf16 maps (sm_80+), exact fp32 for fp32 maps. Weights in
-// PyTorch layouts, fp32: grouped 3x3 [32, 2, 3, 3], 1x1 [32, 32], grouped 3x3 [16, 2, 3, 3],
-// 1x1 [16, 16], 9x9 [3, 16, 9, 9], and their biases; for fp16/bf16 maps also the 9x9 as the tensor
-// cores take it, ``w9_mma``: [81 taps][16 in][16 out] in the map dtype, outputs 3..15 zero, 16-byte
-// aligned (null for fp32 maps).
+// PyTorch layouts, fp32: grouped 3x3 [32, 2, 3, 3], 1x1 [32, 32] (16-byte aligned), grouped 3x3
+// [16, 2, 3, 3], 1x1 [16, 16] (16-byte aligned), 9x9 [3, 16, 9, 9], and their biases; each grouped
+// 3x3 also composed with the bilinear x2 before it, per output phase (row and column parity):
+// ``wg1_phase`` [4][9][64] and ``wg2_phase`` [4][9][32], fp32, 16-byte aligned (decoder_tail_impl.cuh
+// says why); for fp16/bf16 maps also the 9x9 as the tensor cores take it, ``w9_mma``: [81 taps][16 in]
+// [16 out] in the map dtype, outputs 3..15 zero, 16-byte aligned (null for fp32 maps).
 struct MicroastTailWeights {
   const float *wg1, *bg1, *w1, *b1, *wg2, *bg2, *w2, *b2, *w9, *b9;
+  const float *wg1_phase, *wg2_phase;
   const void* w9_mma;
 };
 cudaError_t microast_decoder_tail(MicroastDtype dtype, const void* x, MicroastTailWeights weights, int n, int h,
