@@ -123,7 +123,7 @@ __host__ __device__ inline void bilinear_grouped(const LevelView<T>& src, int sh
 // the source clamped at the edge), so the 3x3 taps of the grouped convolution on the upsampled level
 // are a 3x3 convolution of the level below with one kernel per (row, column) parity: ``wp``
 // [4 phases (2 * row parity + column parity)][9 taps over rows i-1..i+1, columns j-1..j+1][CIN] fp32,
-// 16-byte aligned (pack_up2_grouped3x3). A pixel then reads 9 source pixels instead of 36 and does
+// 16-byte aligned (compose_up2_grouped3x3). A pixel then reads 9 source pixels instead of 36 and does
 // no interpolation. The first and last upsampled rows and columns reflect the 3x3's padding at the
 // upsampled level, which no such kernel expresses: they sample each tap bilinearly, as the reference.
 template <typename T, int COUT>

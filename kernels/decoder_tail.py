@@ -13,9 +13,13 @@ tiles; for a ``T_H x T_W`` tile it
      of B's map.
 A and B stage their maps in the program's private scratch slot (``scratch``: reused from tile to tile,
 so it stays in L1/L2; Triton has no addressable shared memory, and a per-program slot between two
-barriers is its portable equivalent). The upsampled maps never exist either: each 3x3 tap samples
-its bilinear value from the level below at the reflected coordinate (each level reflects at its own
-border, so a tile's halo at level L is the level-L feature at the reflected level-L coordinate).
+barriers is its portable equivalent). The upsampled maps never exist either. In a tile whose maps keep
+off every level's border (almost all of a large image), A and B run one output phase (row and column
+parity) at a time, where bilinear x2 + grouped 3x3 is one 3x3 on the level below with the phase's
+composed weights (``pack_up2_grouped_conv``): a gather of 9 source pixels per output, no interpolation.
+Tiles at the border take the general form: each 3x3 tap samples its bilinear value from the level
+below at the reflected coordinate (each level reflects at its own border, so a tile's halo at level L
+is the level-L feature at the reflected level-L coordinate).
 
 The price of keeping the maps off DRAM is recomputation at the tile borders: B covers
 ``(T + 8)^2 / T^2`` of the tile's pixels, A ``(T/2 + 6)^2 / (T/2)^2`` of its half-res pixels.
@@ -28,6 +32,7 @@ import triton
 import triton.language as tl
 
 from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
+from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
 HALO = tl.constexpr(4)  # the 9x9 output convolution's reach
@@ -69,14 +74,25 @@ def upsampled_tap(src, origin_y, origin_x, row_pixels, qy, qx, h, w, c, C: tl.co
 
 
 @triton.jit
+def relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT: tl.constexpr):
+    """relu(1x1(relu(acc + bg))) of a grouped convolution's accumulator [pixels, C_OUT] -> fp32."""
+    c_out = tl.arange(0, C_OUT)
+    f = tl.maximum(acc + tl.load(bg_ptr + c_out).to(tl.float32)[None, :], 0.0)
+    w1 = tl.load(w1_ptr + c_out[:, None] * C_OUT + c_out[None, :])
+    f = tl.dot(f.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c_out).to(tl.float32)[None, :]
+    return tl.maximum(f, 0.0)
+
+
+@triton.jit
 def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask, h, w, H_UP, W_UP,
                               wg_ptr, bg_ptr, w1_ptr, b1_ptr,
                               C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
     """relu(1x1(relu(grouped3x3(up2(src))))) at upsampled pixels (qy, qx) of an H_UP x W_UP level -> [BLOCK, C_OUT] fp32.
     ``src``: the ``h x w`` level below, or its window (``upsampled_tap``).
 
-    The upsampled map never exists: each (tap, channel chunk) step samples it from ``src`` at the
-    reflected coordinate. A runtime loop: unrolled, the compiler hoists all 36 gathers and spills."""
+    The general form, for tiles at the border: each (tap, channel chunk) step samples the upsampled
+    map from ``src`` at the reflected coordinate. A runtime loop: unrolled, the compiler hoists all 36
+    gathers and spills."""
     kc = tl.arange(0, BLOCK_K)
     c_out = tl.arange(0, C_OUT)
     acc = tl.zeros([BLOCK, C_OUT], tl.float32)
@@ -88,22 +104,46 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
         u = upsampled_tap(src, origin_y, origin_x, row_pixels, ty, tx, h, w, k0 + kc, C_IN, mask)
         wg = tl.load(wg_ptr + tap * C_IN * C_OUT + (k0 + kc)[:, None] * C_OUT + c_out[None, :])
         acc = tl.dot(u.to(wg.dtype), wg, acc, input_precision="ieee")
-    f = tl.maximum(acc + tl.load(bg_ptr + c_out).to(tl.float32)[None, :], 0.0)
-    w1 = tl.load(w1_ptr + c_out[:, None] * C_OUT + c_out[None, :])
-    f = tl.dot(f.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c_out).to(tl.float32)[None, :]
-    return tl.maximum(f, 0.0)
+    return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
+
+
+@triton.jit
+def phase_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, sy, sx, phase, mask, h, w,
+                           wp_ptr, bg_ptr, w1_ptr, b1_ptr,
+                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+    """As ``upsample_grouped_conv_1x1`` at upsampled pixels (2 sy + py, 2 sx + px) of one ``phase``
+    (2 * py + px) away from the upsampled level's border: bilinear x2 + grouped 3x3 as one 3x3 on the
+    ``h x w`` level below, with the phase's composed weights (``pack_up2_grouped_conv``); its rows and
+    columns -1 and h (w) are its first and last, as bilinear x2 clamps them. Each (tap, channel chunk)
+    step is one gather of source pixels, no interpolation: a quarter of the general form's loads."""
+    kc = tl.arange(0, BLOCK_K)
+    c_out = tl.arange(0, C_OUT)
+    acc = tl.zeros([BLOCK, C_OUT], tl.float32)
+    for kk in range(9 * (C_IN // BLOCK_K)):
+        tap = kk // (C_IN // BLOCK_K)
+        k0 = (kk % (C_IN // BLOCK_K)) * BLOCK_K
+        y = tl.minimum(tl.maximum(sy + (tap // 3 - 1), 0), h - 1)
+        x = tl.minimum(tl.maximum(sx + (tap % 3 - 1), 0), w - 1)
+        pixel = (y - origin_y) * row_pixels + (x - origin_x)
+        v = tl.load(src + pixel[:, None] * C_IN + (k0 + kc)[None, :], mask=mask[:, None], other=0.0)
+        wg = tl.load(wp_ptr + (phase * 9 + tap) * C_IN * C_OUT + (k0 + kc)[:, None] * C_OUT + c_out[None, :])
+        acc = tl.dot(v.to(wg.dtype), wg, acc, input_precision="ieee")
+    return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
 @triton.autotune(
     configs=autotune_configs(
         # A's fp32 FMA dot on [CHUNK_A, 64] x [64, 32] chunks and C's [pixels, 16] accumulator set the
-        # register budget: 8 warps for up to 64-pixel chunks, 16 for 128 (fewer spill in fp32).
-        [triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
+        # register budget: 8 warps for up to 64-pixel chunks, 16 for 128 (fewer spill in fp32). Spill-free
+        # with Triton 3.6 and 3.9 (tests/test_triton_compile.py) only so: the 16-warp config's pipelined
+        # fp32 loads spilled (num_stages=1), and 16x16 tiles with 64-pixel B chunks spilled in fp16 on sm_80
+        # with 3.6 (CHUNK_B=128).
+        [triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK_A": 64, "CHUNK_B": 128, "BLOCK_K": 16, "BLOCK_K9": 16},
                        num_warps=8),
          triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
                        num_warps=8),
          triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 128, "CHUNK_B": 128, "BLOCK_K": 16, "BLOCK_K9": 16},
-                       num_warps=16)],
+                       num_warps=16, num_stages=1)],
         triton.Config({"TILE_H": 32, "TILE_W": 32, "CHUNK_A": 512, "CHUNK_B": 2048, "BLOCK_K": 32, "BLOCK_K9": 256},
                       num_warps=4),
     ),
@@ -111,7 +151,8 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
 )
 @triton.jit
 def decoder_tail_kernel(
-    x_ptr, wg1_ptr, bg1_ptr, w1_ptr, b1_ptr, wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, w9_ptr, b9_ptr, out_ptr, scratch_ptr,
+    x_ptr, wg1_ptr, wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, wg2_ptr, wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, w9_ptr, b9_ptr,
+    out_ptr, scratch_ptr,
     N, H4, W4,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, CHUNK_A: tl.constexpr, CHUNK_B: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_K9: tl.constexpr,
@@ -145,28 +186,62 @@ def decoder_tail_kernel(
         hx0 = half_window(ox)
         # The previous tile's B and C must have read the slots before they are overwritten.
         tl.debug_barrier()
-        for c0 in range(0, HALF_PIXELS, CHUNK_A):  # A: the half-res window
-            i = c0 + tl.arange(0, CHUNK_A)
-            hy = hy0 + i // HALF_W
-            hx = hx0 + i % HALF_W
-            inside = (i < HALF_PIXELS) & (hy < H2) & (hx < W2)
-            f = upsample_grouped_conv_1x1(x_ptr + n.to(tl.int64) * H4 * W4 * 64, 0, 0, W4, hy, hx, inside,
-                                          H4, W4, H2, W2, wg1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
-            tl.store(slot_a + i[:, None] * 32 + c32[None, :], f.to(scratch_ptr.dtype.element_ty),
-                     mask=inside[:, None])
+        x_n = x_ptr + n.to(tl.int64) * H4 * W4 * 64
+        # A tile whose half-res window and full-res halo keep one pixel off each level's border (almost
+        # every tile of a large image) computes each bilinear x2 + grouped 3x3 phase by phase, as one
+        # 3x3 on the level below; tiles at the border take the general form.
+        interior = (oy >= 8) & (ox >= 8) & (oy + TILE_H + 8 <= H) & (ox + TILE_W + 8 <= W)
+        if interior:
+            for phase in range(4):  # A, one parity of half-res rows and columns at a time
+                ry = (phase // 2 + hy0) % 2  # the window's first row of that parity
+                rx = (phase % 2 + hx0) % 2
+                for c0 in range(0, HALF_PIXELS // 4, CHUNK_A):
+                    i = c0 + tl.arange(0, CHUNK_A)
+                    inside = i < HALF_PIXELS // 4
+                    i = tl.minimum(i, HALF_PIXELS // 4 - 1)  # the padding lanes repeat the last pixel
+                    wy = ry + 2 * (i // (HALF_W // 2))
+                    wx = rx + 2 * (i % (HALF_W // 2))
+                    f = phase_grouped_conv_1x1(x_n, 0, 0, W4, (hy0 + wy) // 2, (hx0 + wx) // 2, phase, inside,
+                                               H4, W4, wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
+                    tl.store(slot_a + (wy * HALF_W + wx)[:, None] * 32 + c32[None, :],
+                             f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
+        else:
+            for c0 in range(0, HALF_PIXELS, CHUNK_A):  # A: the half-res window
+                i = c0 + tl.arange(0, CHUNK_A)
+                hy = hy0 + i // HALF_W
+                hx = hx0 + i % HALF_W
+                inside = (i < HALF_PIXELS) & (hy < H2) & (hx < W2)
+                f = upsample_grouped_conv_1x1(x_n, 0, 0, W4, hy, hx, inside, H4, W4, H2, W2,
+                                              wg1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
+                tl.store(slot_a + i[:, None] * 32 + c32[None, :], f.to(scratch_ptr.dtype.element_ty),
+                         mask=inside[:, None])
         tl.debug_barrier()  # the whole window is written before B reads it
-        for c0 in range(0, HALO_PIXELS, CHUNK_B):  # B: the tile and the 9x9's halo at full res
-            i = c0 + tl.arange(0, CHUNK_B)
-            inside = i < HALO_PIXELS
-            # The 9x9's reflection padding at the full-res border. Rows (columns) of an overhanging tile
-            # beyond the reflected halo are clamped first: reflected, they would land outside A's
-            # window (their outputs are not stored, but their reads must stay in the slot).
-            fy = reflect(tl.minimum(oy + i // HALO_W - HALO, H + HALO - 1), H)
-            fx = reflect(tl.minimum(ox + i % HALO_W - HALO, W + HALO - 1), W)
-            f = upsample_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, fy, fx, inside, H2, W2, H, W,
-                                          wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
-            tl.store(slot_b + i[:, None] * 16 + c16[None, :], f.to(scratch_ptr.dtype.element_ty),
-                     mask=inside[:, None])
+        if interior:
+            for phase in range(4):  # B; the halo starts on an even row and column (oy - HALO)
+                for c0 in range(0, HALO_PIXELS // 4, CHUNK_B):
+                    i = c0 + tl.arange(0, CHUNK_B)
+                    inside = i < HALO_PIXELS // 4
+                    i = tl.minimum(i, HALO_PIXELS // 4 - 1)
+                    r = phase // 2 + 2 * (i // (HALO_W // 2))
+                    q = phase % 2 + 2 * (i % (HALO_W // 2))
+                    f = phase_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, (oy - HALO + r) // 2, (ox - HALO + q) // 2,
+                                               phase, inside, H2, W2, wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16,
+                                               CHUNK_B, BLOCK_K)
+                    tl.store(slot_b + (r * HALO_W + q)[:, None] * 16 + c16[None, :],
+                             f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
+        else:
+            for c0 in range(0, HALO_PIXELS, CHUNK_B):  # B: the tile and the 9x9's halo at full res
+                i = c0 + tl.arange(0, CHUNK_B)
+                inside = i < HALO_PIXELS
+                # The 9x9's reflection padding at the full-res border. Rows (columns) of an overhanging
+                # tile beyond the reflected halo are clamped first: reflected, they would land outside
+                # A's window (their outputs are not stored, but their reads must stay in the slot).
+                fy = reflect(tl.minimum(oy + i // HALO_W - HALO, H + HALO - 1), H)
+                fx = reflect(tl.minimum(ox + i % HALO_W - HALO, W + HALO - 1), W)
+                f = upsample_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, fy, fx, inside, H2, W2, H, W,
+                                              wg2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
+                tl.store(slot_b + i[:, None] * 16 + c16[None, :], f.to(scratch_ptr.dtype.element_ty),
+                         mask=inside[:, None])
         tl.debug_barrier()  # the whole halo tile is written before any thread reads a shifted window
 
         # C. With the slot in [pixel][channel] order, the 9 taps x 16 channels of a kernel row are 144
@@ -202,13 +277,25 @@ def pack_conv9x9_out(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtyp
     return padded.to(dtype).contiguous(), b
 
 
+def pack_up2_grouped_conv(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Grouped 3x3 ``[c_out, 2, 3, 3]`` on a bilinear x2 upsampled map -> per output phase, the 3x3 on the
+    map below (``compose_up2_grouped3x3``) as dense block-sparse ``[4 phases, 9 taps, c_in, c_out]``
+    GEMM operands in ``dtype``."""
+    composed = compose_up2_grouped3x3(weight)  # [phase, tap, c_in]; input channel c feeds output c // 2
+    c_in = composed.shape[-1]
+    dense = composed.new_zeros(4, 9, c_in, c_in // 2)
+    channels = torch.arange(c_in, device=weight.device)
+    dense[:, :, channels, channels // 2] = composed
+    return dense.to(dtype).contiguous()
+
+
 def pack_decoder_tail(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
-    """The ten operands of ``decoder_tail`` from a ``Decoder.dec3`` (conv layers 1, 3, 6, 8, 10)."""
+    """The twelve operands of ``decoder_tail`` from a ``Decoder.dec3`` (conv layers 1, 3, 6, 8, 10)."""
     conv = [dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
     return [
-        pack_grouped_conv(conv[0].weight, 32, dtype), conv[0].bias,
+        pack_grouped_conv(conv[0].weight, 32, dtype), pack_up2_grouped_conv(conv[0].weight, dtype), conv[0].bias,
         pack_conv1x1(conv[1].weight, dtype), conv[1].bias,
-        pack_grouped_conv(conv[2].weight, 16, dtype), conv[2].bias,
+        pack_grouped_conv(conv[2].weight, 16, dtype), pack_up2_grouped_conv(conv[2].weight, dtype), conv[2].bias,
         pack_conv1x1(conv[3].weight, dtype), conv[3].bias,
         *pack_conv9x9_out(conv[4].weight, conv[4].bias, dtype),
     ]
@@ -222,7 +309,7 @@ def slot_elements(config: dict) -> int:
     return half * 32 + halo * 16
 
 
-def launch_decoder_tail(x: torch.Tensor, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9,
+def launch_decoder_tail(x: torch.Tensor, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w2, b2, w9, b9,
                         programs: int | None = None, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """``decoder_tail`` with an optional persistent program count (tests use a small one so that one
     program walks several tiles) and scratch (tests pass a poisoned one, to catch reads of anything a
@@ -238,20 +325,21 @@ def launch_decoder_tail(x: torch.Tensor, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9,
         programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest))
     if scratch is None:
         scratch = x.new_empty(programs, max(slot_elements(c) for c in configs))
-    decoder_tail_kernel[(programs,)](x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9, out, scratch, n, h, w)
+    decoder_tail_kernel[(programs,)](x, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w2, b2, w9, b9, out, scratch, n, h, w)
     return out
 
 
 @torch.library.custom_op("microast::decoder_tail", mutates_args=())
 def decoder_tail(
-    x: torch.Tensor, wg1: torch.Tensor, bg1: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-    wg2: torch.Tensor, bg2: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, w9: torch.Tensor, b9: torch.Tensor,
+    x: torch.Tensor, wg1: torch.Tensor, wp1: torch.Tensor, bg1: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+    wg2: torch.Tensor, wp2: torch.Tensor, bg2: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, w9: torch.Tensor,
+    b9: torch.Tensor,
 ) -> torch.Tensor:
     """NHWC ``x`` [N, h, w, 64] -> NCHW image [N, 3, 4h, 4w] in ``x``'s dtype."""
-    return launch_decoder_tail(x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9)
+    return launch_decoder_tail(x, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w2, b2, w9, b9)
 
 
 @decoder_tail.register_fake
-def _(x, wg1, bg1, w1, b1, wg2, bg2, w2, b2, w9, b9):
+def _(x, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w2, b2, w9, b9):
     n, h, w, _ = x.shape
     return x.new_empty(n, 3, 4 * h, 4 * w)

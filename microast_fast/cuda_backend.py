@@ -17,7 +17,7 @@ from . import cuda_ext, torch_backend
 from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
-from .weight_packing import pack_conv3x3_weight
+from .weight_packing import compose_up2_grouped3x3, pack_conv3x3_weight
 
 CHANNELS = 64
 _FAKES_REGISTERED = False
@@ -134,29 +134,12 @@ def pack_head9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:
     """The decoder tail's operands for maps of ``dtype``: ten fp32 tensors in PyTorch layouts (conv layers
     1, 3, 6, 8, 10 of dec3), the two grouped 3x3s composed with their bilinear x2 per output phase
-    (``pack_up2_grouped3x3``), then the 9x9 as the tensor cores take it (``pack_conv9x9_mma``; None for
+    (``compose_up2_grouped3x3``), then the 9x9 as the tensor cores take it (``pack_conv9x9_mma``; None for
     fp32)."""
     convs = [model.decoder.dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
     fp32 = [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
-    phases = [pack_up2_grouped3x3(convs[i].weight) for i in (0, 2)]
+    phases = [compose_up2_grouped3x3(convs[i].weight) for i in (0, 2)]
     return fp32 + phases + [None if dtype == torch.float32 else pack_conv9x9_mma(convs[-1].weight, dtype)]
-
-
-# Bilinear x2 (align_corners=False) away from the border: upsampled row 2i + parity at offset d = -1, 0, 1
-# (the 3x3's taps) as weights on source rows i - 1, i, i + 1.
-_UP2_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],   # even rows
-                          [[0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]]],  # odd rows
-                         dtype=torch.float64)
-
-
-def pack_up2_grouped3x3(weight: torch.Tensor) -> torch.Tensor:
-    """A grouped 3x3 ``[C_out, 2, 3, 3]`` (2 inputs a group) on a bilinear x2 upsampled map, as one 3x3
-    on the map before upsampling per output phase: ``[4 phases (2 * row parity + column parity), 9 taps
-    (source row i - 1..i + 1, column j - 1..j + 1), 2 * C_out input channels]`` fp32, composed in
-    float64. Exact away from the upsampled map's first and last rows and columns (the kernel's general
-    path covers those)."""
-    composed = torch.einsum("oiyx,pya,qxb->pqaboi", weight.double(), _UP2_TAPS, _UP2_TAPS)
-    return composed.reshape(4, 9, -1).float().contiguous()  # (o, i) -> input channel 2 * o + i
 
 
 def pack_conv9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

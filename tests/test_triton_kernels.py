@@ -144,11 +144,12 @@ def test_encoder_head_takes_strided_images(ref):
 
 
 # --- decoder tail ------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1), (17, 18, None)])
+@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1), (18, 19, None), (18, 19, 1)])
 def test_decoder_tail(ref, h, w, programs):
     """(9, 5) gives a 36x20 output: two 32x32 tiles per sample; programs=1 walks all four tiles of
-    the batch in one persistent program, reusing its scratch slots. (17, 18): 68x72, 3x3 tiles, so
-    interior tiles whose half-res windows (and 9x9 halos) touch no border in either direction.
+    the batch in one persistent program, reusing its scratch slots. (18, 19): 72x76, 3x3 tiles: the
+    middle one keeps 8 pixels off every border, so it takes the phase-by-phase path, the others the
+    general one (and with programs=1 one program alternates between the two on the same slots).
 
     The scratch is poisoned with inf, with inf guard bands around it, and numpy raises on invalid
     values: a read of anything the program did not write this tile (another slot, outside the
