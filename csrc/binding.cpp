@@ -133,6 +133,7 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
       tensor_cores ? packed(*w9_mma, "w9_mma", x, 81 * 16 * 16, "pack_conv9x9_mma: [81 taps, 16 in, 16 out]") : nullptr};
   for (const auto& [t, name] : {std::pair{&w1, "w1"}, {&w2, "w2"}, {&wg1_phase, "wg1_phase"}, {&wg2_phase, "wg2_phase"}})
     check_aligned16(*t, name, "tail_weights");
+  check_aligned16(x, "x", "clone()");  // its pixels are read 4 channels a load
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
   at::Tensor out = at::empty({n, 3, 4 * h, 4 * w}, x.options());
   C10_CUDA_CHECK(microast_decoder_tail(map_dtype(x), x.data_ptr(), weights, static_cast<int>(n), static_cast<int>(h),

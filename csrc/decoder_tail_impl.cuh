@@ -33,7 +33,9 @@ constexpr int kH = 32;                     // channels of the half-resolution ma
 // Half-res pixels a side of the window: full-res rows oy - 5 .. oy + kTile + 4 (the 9x9's halo, then
 // the 3x3 tap; reflected rows stay inside) read half-res rows floor(r / 2 - 1/4) and one more.
 constexpr int kWin = kTile / 2 + 6;
-constexpr int kHStride = kH + 1;  // window elements per pixel: threads on different pixels hit different banks
+// Window elements per pixel: 4 past kH keeps each pixel's channels 8-byte (fp16/bf16) or 16-byte (fp32)
+// aligned for load4_float, and puts the pixels of 16 (or 8) consecutive threads' loads on distinct banks.
+constexpr int kHStride = kH + 4;
 
 constexpr int kTaps9 = 81;    // taps of the 9x9
 constexpr int kWarps = kThreads / 32;
@@ -51,12 +53,12 @@ struct Conv9x9Operands<float> {};  // fp32 maps: the exact 9x9 reads its weights
 
 template <typename T>
 struct Shared {
-  T window[kWin * kWin * kHStride];     // the half-res window
+  alignas(16) T window[kWin * kWin * kHStride];  // the half-res window
   alignas(32) T f[kSpan * kSpan * kF];  // the full-res 16-channel tile and halo; 32-byte pixels (WMMA)
   Conv9x9Operands<T> mma;
 };
 
-// 62.7 KB in fp32, 88.8 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
+// 63.6 KB in fp32, 88.3 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
 // 163 KB a block may use on sm_80.
 static_assert(sizeof(Shared<float>) <= 163 * 1024 && sizeof(Shared<__half>) <= 163 * 1024,
               "the decoder tail's shared memory exceeds sm_80's per-block limit");
@@ -114,8 +116,9 @@ __host__ __device__ inline void bilinear_grouped(const LevelView<T>& src, int sh
 }
 
 // relu(1x1(relu(grouped3x3(up2(src))))) at pixel (y, x) of the upsampled level (size 2*sh x 2*sw).
-// src: the sh x sw level below (2 * COUT channels, T), or the window of it that the taps read; grouped
-// weight [COUT][2][3][3], and the same composed with the bilinear x2 per output phase (wp, below);
+// src: the sh x sw level below (2 * COUT channels, T, each pixel's aligned for load4_float), or the
+// window of it that the taps read; grouped weight [COUT][2][3][3], and the same composed with the
+// bilinear x2 per output phase (wp, below);
 // 1x1 [COUT][COUT], 16-byte aligned. -> f[COUT]
 //
 // Away from the upsampled level's border, bilinear x2 (align_corners=False) has fixed weights per
@@ -143,11 +146,11 @@ __host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, in
       const T* p = src.at(sy < 0 ? 0 : imin(sy, sh - 1), sx < 0 ? 0 : imin(sx, sw - 1));
       #pragma unroll
       for (int c = 0; c < CIN; c += 4) {  // input channels c, c + 1 feed group c / 2, c + 2, c + 3 the next
-        const float4 wq = load4(w + tap * CIN + c);
-        g[c / 2] = fmaf(wq.x, to_float(p[c]), g[c / 2]);
-        g[c / 2] = fmaf(wq.y, to_float(p[c + 1]), g[c / 2]);
-        g[c / 2 + 1] = fmaf(wq.z, to_float(p[c + 2]), g[c / 2 + 1]);
-        g[c / 2 + 1] = fmaf(wq.w, to_float(p[c + 3]), g[c / 2 + 1]);
+        const float4 wq = load4(w + tap * CIN + c), v = load4_float(p + c);
+        g[c / 2] = fmaf(wq.x, v.x, g[c / 2]);
+        g[c / 2] = fmaf(wq.y, v.y, g[c / 2]);
+        g[c / 2 + 1] = fmaf(wq.z, v.z, g[c / 2 + 1]);
+        g[c / 2 + 1] = fmaf(wq.w, v.w, g[c / 2 + 1]);
       }
     }
   } else {

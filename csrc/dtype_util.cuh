@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cassert>
+#include <cstdint>
 #include <cstring>
 
 #include "microast_kernels.h"
@@ -51,6 +53,24 @@ __host__ __device__ __forceinline__ void store16(void* dst, const void* src) {
   *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
 #else
   std::memcpy(dst, src, 16);
+#endif
+}
+
+// Four consecutive elements as floats, in one 16-byte (fp32) or 8-byte (fp16/bf16) load on the device:
+// ``p`` must be aligned to that (the host run asserts it).
+template <typename T>
+__host__ __device__ __forceinline__ float4 load4_float(const T* p) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(T) == 4) {
+    return *reinterpret_cast<const float4*>(p);
+  } else {
+    const uint2 bits = *reinterpret_cast<const uint2*>(p);
+    const T* v = reinterpret_cast<const T*>(&bits);
+    return make_float4(to_float(v[0]), to_float(v[1]), to_float(v[2]), to_float(v[3]));
+  }
+#else
+  assert(reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0);
+  return make_float4(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]));
 #endif
 }
 
