@@ -191,6 +191,8 @@ def decoder_tail_kernel(
         # every tile of a large image) computes each bilinear x2 + grouped 3x3 phase by phase, as one
         # 3x3 on the level below; tiles at the border take the general form.
         interior = (oy >= 8) & (ox >= 8) & (oy + TILE_H + 8 <= H) & (ox + TILE_W + 8 <= W)
+        # Each phase then owns exactly a quarter of A's window and of B's halo tile.
+        tl.static_assert(TILE_H % 4 == 0 and TILE_W % 4 == 0, "tile sides must be multiples of 4")
         if interior:
             for phase in range(4):  # A, one parity of half-res rows and columns at a time
                 ry = (phase // 2 + hy0) % 2  # the window's first row of that parity
