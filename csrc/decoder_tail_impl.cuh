@@ -1,18 +1,17 @@
 // The decoder tail's kernel body as phases of (block, thread); decoder_tail.cu runs them as one kernel,
-// host_emulation.cpp on the host. A block makes a 16x16 tile of the image [n, 3, 4h, 4w] (NCHW) from the
-// quarter map [n, h, w, 64]; neither intermediate map leaves the block:
-//   phase 1: the half-res window the tile reads (14x14 pixels: the 9x9's halo, the full-res 3x3 tap and
+// host_emulation.cpp on the host. A block makes a 16-row x 32-column tile of the image [n, 3, 4h, 4w]
+// (NCHW) from the quarter map [n, h, w, 64]; neither intermediate map leaves the block:
+//   phase 1: the half-res window the tile reads (14x22 pixels: the 9x9's halo, the full-res 3x3 tap and
 //            the bilinear pair, see half_window), bilinear x2, grouped (g=32) 3x3 + ReLU, 1x1 32->32 +
 //            ReLU, into shared memory in the map dtype (as the reference rounds it);
-//   phase 2: the tile and the 9x9's 4-pixel halo at full res (24x24): bilinear x2 of the window, grouped
-//            (g=16) 3x3 + ReLU, 1x1 16->16 + ReLU, into shared memory in fp32;
+//   phase 2: the tile and the 9x9's 4-pixel halo at full res (24x40): bilinear x2 of the window, grouped
+//            (g=16) 3x3 + ReLU, 1x1 16->16 + ReLU, into shared memory in the map dtype;
 //   phase 3: the 9x9 16->3: exact fp32, a thread per output pixel, for fp32 maps; on the tensor cores
-//            (WMMA, fp32 accumulation; below) for fp16/bf16 maps, whose 16-channel tile is stored in the
-//            map dtype as the reference rounds it.
+//            (WMMA, fp32 accumulation; below) for fp16/bf16 maps.
 // The upsampled maps never exist: each bilinear x2 + grouped 3x3 is one 3x3 on the level below per
 // output phase (upsample_grouped_1x1). Each level reflects at its own border; weights are the PyTorch
-// layouts and the composed ones, fp32. Windows overlap: phase 1
-// computes 14^2 / 8^2 = 3.1x the half-res pixels, phase 2 24^2 / 16^2 = 2.25x the full-res ones.
+// layouts and the composed ones, fp32. Windows overlap: phase 1 computes 308 / 128 = 2.4x the half-res
+// pixels, phase 2 960 / 512 = 1.9x the full-res ones (a 16x16 tile: 3.1x and 2.25x).
 #pragma once
 
 #include <cassert>
@@ -24,41 +23,48 @@
 namespace microast {
 namespace tail {
 
-constexpr int kThreads = 256;
-constexpr int kTile = 16;                 // output tile side
+// 16 x 32 output tiles and 16 warps: the window (14 x 22 = 308 pixels) and the staged full-res pixels
+// (24 x 40 = 960) take one and two rounds of 512 threads, that is 1 / 512 and 2 / 512 rounds an output
+// pixel, where a 16 x 16 tile on 256 threads takes 1 / 256 and 3 / 256: the halos' recomputation
+// shrinks with the tile. One block an SM (128 registers a thread, what phase 1 needs), 16 warps.
+constexpr int kThreads = 512;
+constexpr int kTileH = 16, kTileW = 32;   // output tile
 constexpr int kReach = 4;                 // the 9x9's halo
-constexpr int kSpan = kTile + 2 * kReach;  // 24: full-res pixels a side staged in shared memory
+constexpr int kSpanH = kTileH + 2 * kReach, kSpanW = kTileW + 2 * kReach;  // full-res pixels staged
 constexpr int kF = 16;                     // channels of the full-resolution map
 constexpr int kH = 32;                     // channels of the half-resolution map
-// Half-res pixels a side of the window: full-res rows oy - 5 .. oy + kTile + 4 (the 9x9's halo, then
+// Half-res pixels a side of the window: full-res rows oy - 5 .. oy + kTileH + 4 (the 9x9's halo, then
 // the 3x3 tap; reflected rows stay inside) read half-res rows floor(r / 2 - 1/4) and one more.
-constexpr int kWin = kTile / 2 + 6;
+constexpr int kWinH = kTileH / 2 + 6, kWinW = kTileW / 2 + 6;
+static_assert(kWinH * kWinW <= kThreads, "phase 1 computes the window in one round");
 // Window elements per pixel: 4 past kH keeps each pixel's channels 8-byte (fp16/bf16) or 16-byte (fp32)
 // aligned for load4_float, and puts the pixels of 16 (or 8) consecutive threads' loads on distinct banks.
 constexpr int kHStride = kH + 4;
 
 constexpr int kTaps9 = 81;    // taps of the 9x9
 constexpr int kWarps = kThreads / 32;
-static_assert(kTile == 2 * kWarps, "the tensor-core 9x9 gives each warp two output rows");
+constexpr int kFrags = kTileH * kTileW / warp_mma::kSide;  // the tensor-core 9x9's 16-pixel row pieces
 
-// The tensor-core 9x9's operands (fp16/bf16 maps): its weights per tap as 16x16 B operands [ci][out]
-// in the map dtype (outputs 3..15 zero: the MMA's N is 16), and the accumulators of the tile's 16 rows.
+// The tensor-core 9x9's weights (fp16/bf16 maps): per tap a 16x16 B operand [ci][out] in the map dtype
+// (outputs 3..15 zero: the MMA's N is 16).
 template <typename T>
-struct Conv9x9Operands {
+struct Conv9x9Weights {
   alignas(32) T w9[kTaps9 * kF * kF];
-  alignas(32) float out[kTile * kTile * kF];
 };
 template <>
-struct Conv9x9Operands<float> {};  // fp32 maps: the exact 9x9 reads its weights from global memory
+struct Conv9x9Weights<float> {};  // fp32 maps: the exact 9x9 reads its weights from global memory
 
 template <typename T>
 struct Shared {
-  alignas(16) T window[kWin * kWin * kHStride];  // the half-res window
-  alignas(32) T f[kSpan * kSpan * kF];  // the full-res 16-channel tile and halo; 32-byte pixels (WMMA)
-  Conv9x9Operands<T> mma;
+  union {
+    alignas(16) T window[kWinH * kWinW * kHStride];  // phases 1-2: the half-res window
+    alignas(32) float out[kTileH * kTileW * kF];      // phase 3, fp16/bf16: the 9x9's accumulators
+  };
+  alignas(32) T f[kSpanH * kSpanW * kF];  // the full-res 16-channel tile and halo; 32-byte pixels (WMMA)
+  Conv9x9Weights<T> mma;
 };
 
-// 63.6 KB in fp32, 88.3 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
+// 103.3 KB in fp32, 102.5 KB in fp16/bf16: dynamic shared memory (decoder_tail.cu opts in), within the
 // 163 KB a block may use on sm_80.
 static_assert(sizeof(Shared<float>) <= 163 * 1024 && sizeof(Shared<__half>) <= 163 * 1024,
               "the decoder tail's shared memory exceeds sm_80's per-block limit");
@@ -173,8 +179,8 @@ __host__ __device__ inline void upsample_grouped_1x1(const LevelView<T>& src, in
   }
 }
 
-__host__ __device__ inline int tile_y0(int block, int W) { return (block / tiles_w(W, kTile)) * kTile; }
-__host__ __device__ inline int tile_x0(int block, int W) { return (block % tiles_w(W, kTile)) * kTile; }
+__host__ __device__ inline int tile_y0(int block, int W) { return (block / tiles_w(W, kTileW)) * kTileH; }
+__host__ __device__ inline int tile_x0(int block, int W) { return (block % tiles_w(W, kTileW)) * kTileW; }
 
 // Phase 1, every thread: its share of the half-res window. Window pixels past the map's edge (an
 // overhanging tile's) are never read and not computed.
@@ -183,8 +189,8 @@ __host__ __device__ inline void stage_half(Shared<T>& s, int t, int block, int n
                                            const MicroastTailWeights& wt) {
   const int hy0 = half_window(tile_y0(block, 4 * w)), hx0 = half_window(tile_x0(block, 4 * w));
   const LevelView<T> quarter{x + static_cast<long long>(n) * h * w * 64, 0, 0, h, w, 64};
-  for (int i = t; i < kWin * kWin; i += kThreads) {
-    const int y = hy0 + i / kWin, xx = hx0 + i % kWin;
+  for (int i = t; i < kWinH * kWinW; i += kThreads) {
+    const int y = hy0 + i / kWinW, xx = hx0 + i % kWinW;
     if (y >= 2 * h || xx >= 2 * w) continue;
     float f[kH];
     upsample_grouped_1x1<T, kH>(quarter, h, w, y, xx, wt.wg1, wt.wg1_phase, wt.bg1, wt.w1, wt.b1, f);
@@ -193,17 +199,17 @@ __host__ __device__ inline void stage_half(Shared<T>& s, int t, int block, int n
   }
 }
 
-// Phase 2, every thread: its share of the 24x24 staged full-res pixels (reflected at the image border
+// Phase 2, every thread: its share of the 24x40 staged full-res pixels (reflected at the image border
 // for the 9x9's padding; rows past an overhanging tile read a valid row, their outputs are not stored),
 // from the window.
 template <typename T>
 __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h2, int w2, const MicroastTailWeights& wt) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
-  const LevelView<T> window{s.window, half_window(oy), half_window(ox), kWin, kWin, kHStride};
-  for (int i = t; i < kSpan * kSpan; i += kThreads) {
-    const int fy = reflect(imin(oy + i / kSpan - kReach, H + kReach - 1), H);
-    const int fx = reflect(imin(ox + i % kSpan - kReach, W + kReach - 1), W);
+  const LevelView<T> window{s.window, half_window(oy), half_window(ox), kWinH, kWinW, kHStride};
+  for (int i = t; i < kSpanH * kSpanW; i += kThreads) {
+    const int fy = reflect(imin(oy + i / kSpanW - kReach, H + kReach - 1), H);
+    const int fx = reflect(imin(ox + i % kSpanW - kReach, W + kReach - 1), W);
     float f[kF];
     upsample_grouped_1x1<T, kF>(window, h2, w2, fy, fx, wt.wg2, wt.wg2_phase, wt.bg2, wt.w2, wt.b2, f);
 #pragma unroll
@@ -211,33 +217,36 @@ __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h
   }
 }
 
-// Phase 3 (fp32 maps), every thread: the 9x9 16->3 at one output pixel of the tile, exact fp32.
+// Phase 3 (fp32 maps), every thread: the 9x9 16->3 at its output pixels of the tile, exact fp32.
 template <typename T>
 __host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                         const MicroastTailWeights& wt, T* out) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
-  const int ty = t / kTile, tx = t % kTile;
-  if (oy + ty >= H || ox + tx >= W) return;
-  float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
-  for (int ky = 0; ky < 9; ++ky) {
-    for (int kx = 0; kx < 9; ++kx) {
-      const T* f = s.f + ((ty + ky) * kSpan + tx + kx) * kF;
-      for (int ci = 0; ci < kF; ++ci) {
-        for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], to_float(f[ci]), acc[c]);
+  const long long plane = static_cast<long long>(H) * W;
+  for (int p = t; p < kTileH * kTileW; p += kThreads) {
+    const int ty = p / kTileW, tx = p % kTileW;
+    if (oy + ty >= H || ox + tx >= W) continue;
+    float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
+    for (int ky = 0; ky < 9; ++ky) {
+      for (int kx = 0; kx < 9; ++kx) {
+        const T* f = s.f + ((ty + ky) * kSpanW + tx + kx) * kF;
+        for (int ci = 0; ci < kF; ++ci) {
+          for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], to_float(f[ci]), acc[c]);
+        }
       }
     }
-  }
-  const long long plane = static_cast<long long>(H) * W;
-  for (int c = 0; c < 3; ++c) {
-    out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] = from_float<T>(acc[c]);
+    for (int c = 0; c < 3; ++c) {
+      out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] = from_float<T>(acc[c]);
+    }
   }
 }
 
-// The tensor-core 9x9 (fp16/bf16 maps), three phases. An implicit GEMM with no im2col copy: for output
-// row r and kernel row ky, the 16 pixels' 9 taps x 16 channels are consecutive in ``f`` (pixel-major),
-// so tap kx's A operand [16 pixels][16 channels] starts kx pixels into row r + ky, leading dimension
-// 16; B is the tap's [16 in][16 out] weights. 81 products per output row, fp32 accumulation.
+// The tensor-core 9x9 (fp16/bf16 maps), three phases. An implicit GEMM with no im2col copy: for the 16
+// output pixels of a row piece (row r, columns c0 .. c0 + 15) and kernel row ky, the pixels' 9 taps x 16
+// channels are consecutive in ``f`` (pixel-major), so tap kx's A operand [16 pixels][16 channels] starts
+// c0 + kx pixels into row r + ky, leading dimension 16; B is the tap's [16 in][16 out] weights. 81
+// products per piece, fp32 accumulation.
 //
 // Phase 0, every thread (before phase 1): the weights, packed [tap][ci][out] in T by the caller
 // (``w9_mma``), copied 16 bytes a load.
@@ -249,14 +258,16 @@ __host__ __device__ inline void load_conv9x9_weights(Shared<T>& s, int t, const 
   for (int i = t; i < kPieces; i += kThreads) copy16(s.mma.w9 + i * kPerPiece, src + i * kPerPiece);
 }
 
-// Phase 3a, every warp: output rows 2 * warp and 2 * warp + 1, accumulators to shared memory.
+// Phase 3a, every warp: row pieces warp and warp + 16 of the tile's 32, accumulators to shared memory
+// (over the window, which phase 2 has finished reading).
 template <typename T>
 __host__ __device__ inline void conv9x9_multiply(Shared<T>& s, int warp) {
-  for (int r = 2 * warp; r < 2 * warp + 2; ++r) {
+  for (int frag = warp; frag < kFrags; frag += kWarps) {
+    const int r = frag / (kTileW / warp_mma::kSide), c0 = frag % (kTileW / warp_mma::kSide) * warp_mma::kSide;
     warp_mma::Accumulator acc;
     warp_mma::zero(acc);
     for (int ky = 0; ky < 9; ++ky) {
-      const T* row = s.f + (r + ky) * kSpan * kF;
+      const T* row = s.f + ((r + ky) * kSpanW + c0) * kF;
       for (int kx = 0; kx < 9; ++kx) {
         warp_mma::OperandA<T> a;
         warp_mma::OperandB<T> b;
@@ -265,27 +276,29 @@ __host__ __device__ inline void conv9x9_multiply(Shared<T>& s, int warp) {
         warp_mma::multiply_add(acc, a, b);
       }
     }
-    warp_mma::store(s.mma.out + r * kTile * kF, acc, kF);
+    warp_mma::store(s.out + (r * kTileW + c0) * kF, acc, kF);
   }
 }
 
-// Phase 3b, every thread: bias and store of one output pixel's 3 channels.
+// Phase 3b, every thread: bias and store of its output pixels' 3 channels.
 template <typename T>
 __host__ __device__ inline void conv9x9_store(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                               const MicroastTailWeights& wt, T* out) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
-  const int ty = t / kTile, tx = t % kTile;
-  if (oy + ty >= H || ox + tx >= W) return;
   const long long plane = static_cast<long long>(H) * W;
-  for (int c = 0; c < 3; ++c) {
-    out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] =
-        from_float<T>(s.mma.out[(ty * kTile + tx) * kF + c] + wt.b9[c]);
+  for (int p = t; p < kTileH * kTileW; p += kThreads) {
+    const int ty = p / kTileW, tx = p % kTileW;
+    if (oy + ty >= H || ox + tx >= W) continue;
+    for (int c = 0; c < 3; ++c) {
+      out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] =
+          from_float<T>(s.out[p * kF + c] + wt.b9[c]);
+    }
   }
 }
 
 __host__ __device__ inline int blocks(int h, int w) {
-  return ((4 * h + kTile - 1) / kTile) * tiles_w(4 * w, kTile);
+  return ((4 * h + kTileH - 1) / kTileH) * tiles_w(4 * w, kTileW);
 }
 
 }  // namespace tail
