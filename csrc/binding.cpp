@@ -151,13 +151,13 @@ at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at:
   TORCH_CHECK(image.size(2) >= 5 && image.size(3) >= 5, "the 9x9 reflection padding needs images of at least 5x5");
   const c10::cuda::CUDAGuard guard(image.device());
   const bool tensor_cores = image.scalar_type() != at::kFloat;
-  TORCH_CHECK(w9_mma.has_value() == tensor_cores, "w9_mma (pack_head9x9_mma) is for fp16/bf16 images, and only for them");
+  TORCH_CHECK(w9_mma.has_value() == tensor_cores, "w9_mma (pack_conv9x9_im2col) is for fp16/bf16 images, and only for them");
   const MicroastHeadWeights weights{
       fp32(w9, "w9", image, 16 * 3 * 81), fp32(b9, "b9", image, 16), fp32(wg1, "wg1", image, 32 * 9),
       fp32(bg1, "bg1", image, 32), fp32(w1, "w1", image, 32 * 32), fp32(b1, "b1", image, 32),
       fp32(wg2, "wg2", image, 64 * 9), fp32(bg2, "bg2", image, 64), fp32(w2, "w2", image, 64 * 64),
       fp32(b2, "b2", image, 64),
-      tensor_cores ? packed(*w9_mma, "w9_mma", image, 256 * 16, "pack_head9x9_mma: [256 taps, 16 out]") : nullptr};
+      tensor_cores ? packed(*w9_mma, "w9_mma", image, 256 * 16, "pack_conv9x9_im2col: [256 taps, 16 out]") : nullptr};
   check_aligned16(w9, "w9", "head_weights");
   check_aligned16(w2, "w2", "head_weights");
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);

@@ -21,9 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..weight_packing import IM2COL_ROWS, pack_conv9x9_im2col
 from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
 
-IM2COL_K = tl.constexpr(256)  # 3 * 9 * 9 = 243 taps of the 9x9 conv, padded to a power of two with zero weights
+IM2COL_K = tl.constexpr(IM2COL_ROWS)  # 3 * 9 * 9 = 243 taps of the 9x9 conv, padded to a power of two with zero weights
 
 
 @triton.autotune(
@@ -142,17 +143,11 @@ def pack_conv1x1(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return weight[:, :, 0, 0].t().to(dtype).contiguous()
 
 
-def pack_conv9x9_in(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[16, 3, 9, 9]`` -> im2col operand ``[256, 16]``: row ``ci * 81 + ky * 9 + kx``, zero rows past 243."""
-    rows = weight.reshape(weight.shape[0], -1).t()
-    return torch.cat([rows, rows.new_zeros(IM2COL_K.value - rows.shape[0], rows.shape[1])]).to(dtype).contiguous()
-
-
 def pack_encoder_head(enc1: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
     """The ten operands of ``encoder_head`` from an ``Encoder.enc1`` (layers 0, 2, 4, 6, 8)."""
     conv = [enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
     return [
-        pack_conv9x9_in(conv[0].weight, dtype), conv[0].bias,
+        pack_conv9x9_im2col(conv[0].weight, dtype), conv[0].bias,
         pack_grouped_conv(conv[1].weight, 16, dtype), conv[1].bias,
         pack_conv1x1(conv[2].weight, dtype), conv[2].bias,
         pack_grouped_conv(conv[3].weight, 32, dtype), conv[3].bias,

@@ -17,7 +17,7 @@ from . import cuda_ext, torch_backend
 from .operand_cache import OperandCache
 from .signals import StyleSignals, alpha_vector, channel_rows
 from .tile_layers import Patch
-from .weight_packing import compose_up2_grouped3x3, pack_conv3x3_weight
+from .weight_packing import compose_up2_grouped3x3, pack_conv3x3_weight, pack_conv9x9_im2col
 
 CHANNELS = 64
 _FAKES_REGISTERED = False
@@ -116,19 +116,12 @@ def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha) -> torch
 def head_weights(encoder, dtype: torch.dtype) -> list[torch.Tensor | None]:
     """An encoder head's operands for images of ``dtype``: ten fp32 tensors (conv layers 0, 2, 4, 6, 8 of
     enc1), the 9x9 packed ``[3 * 81 taps (in, ky, kx), 16 out]`` (the kernel copies it as it is), the rest
-    in PyTorch layouts; then the 9x9 as the tensor cores take it (``pack_head9x9_mma``; None for fp32)."""
+    in PyTorch layouts; then the 9x9 as the tensor cores take it (``pack_conv9x9_im2col``; None for fp32)."""
     convs = [encoder.enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
     operands = [t.float().contiguous() for conv in convs for t in (conv.weight, conv.bias)]
     w9 = convs[0].weight
     operands[0] = w9.permute(1, 2, 3, 0).reshape(-1, w9.shape[0]).float().contiguous()
-    return operands + [None if dtype == torch.float32 else pack_head9x9_mma(w9, dtype)]
-
-
-def pack_head9x9_mma(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The head's 9x9 ``[16 out, 3 in, 9, 9]`` -> ``[256 taps (in, ky, kx), 16 out]`` in ``dtype``, taps
-    243.. zero: the tensor cores' B operand, in whole 16-deep products."""
-    taps = weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0])
-    return torch.nn.functional.pad(taps, (0, 0, 0, 256 - taps.shape[0])).to(dtype).contiguous()
+    return operands + [None if dtype == torch.float32 else pack_conv9x9_im2col(w9, dtype)]
 
 
 def tail_weights(model, dtype: torch.dtype) -> list[torch.Tensor | None]:

@@ -11,6 +11,17 @@ def pack_conv3x3_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
     return weight.permute(2, 3, 1, 0).reshape(9, weight.shape[1], weight.shape[0]).to(dtype).contiguous()
 
 
+# The encoder head's 9x9 as an im2col GEMM: its 3 * 81 = 243 taps, zero-padded to whole products.
+IM2COL_ROWS = 256
+
+
+def pack_conv9x9_im2col(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The head's 9x9 ``[c_out, 3, 9, 9]`` -> ``[256, c_out]`` in ``dtype``: row ``ci * 81 + ky * 9 + kx``,
+    zero rows past 243; the B operand of the Triton head's ``tl.dot`` and of the CUDA head's tensor cores."""
+    rows = weight.reshape(weight.shape[0], -1).t()
+    return torch.nn.functional.pad(rows, (0, 0, 0, IM2COL_ROWS - rows.shape[0])).to(dtype).contiguous()
+
+
 # Bilinear x2 (align_corners=False) away from the border: upsampled row 2i + parity at offset d = -1, 0, 1
 # (the 3x3's taps) as weights on source rows i - 1, i, i + 1.
 _UP2_TAPS = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],   # even rows
