@@ -37,6 +37,7 @@ constexpr int kH = 32;                     // channels of the half-resolution ma
 // the 3x3 tap; reflected rows stay inside) read half-res rows floor(r / 2 - 1/4) and one more.
 constexpr int kWinH = kTileH / 2 + 6, kWinW = kTileW / 2 + 6;
 static_assert(kWinH * kWinW <= kThreads, "phase 1 computes the window in one round");
+static_assert(kTileH * kTileW == kThreads, "phase 3 gives each thread one output pixel");
 // Window elements per pixel: 4 past kH keeps each pixel's channels 8-byte (fp16/bf16) or 16-byte (fp32)
 // aligned for load4_float, and puts the pixels of 16 (or 8) consecutive threads' loads on distinct banks.
 constexpr int kHStride = kH + 4;
@@ -124,8 +125,7 @@ __host__ __device__ inline void bilinear_grouped(const LevelView<T>& src, int sh
 // relu(1x1(relu(grouped3x3(up2(src))))) at pixel (y, x) of the upsampled level (size 2*sh x 2*sw).
 // src: the sh x sw level below (2 * COUT channels, T, each pixel's aligned for load4_float), or the
 // window of it that the taps read; grouped weight [COUT][2][3][3], and the same composed with the
-// bilinear x2 per output phase (wp, below);
-// 1x1 [COUT][COUT], 16-byte aligned. -> f[COUT]
+// bilinear x2 per output phase (wp, below); 1x1 [COUT][COUT], 16-byte aligned. -> f[COUT]
 //
 // Away from the upsampled level's border, bilinear x2 (align_corners=False) has fixed weights per
 // output parity (an even row 2i is 0.25 x[i-1] + 0.75 x[i], an odd one 0.75 x[i] + 0.25 x[i+1], with
@@ -217,28 +217,26 @@ __host__ __device__ inline void stage_full(Shared<T>& s, int t, int block, int h
   }
 }
 
-// Phase 3 (fp32 maps), every thread: the 9x9 16->3 at its output pixels of the tile, exact fp32.
+// Phase 3 (fp32 maps), every thread: the 9x9 16->3 at its output pixel of the tile, exact fp32.
 template <typename T>
 __host__ __device__ inline void conv9x9(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                         const MicroastTailWeights& wt, T* out) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
-  const long long plane = static_cast<long long>(H) * W;
-  for (int p = t; p < kTileH * kTileW; p += kThreads) {
-    const int ty = p / kTileW, tx = p % kTileW;
-    if (oy + ty >= H || ox + tx >= W) continue;
-    float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
-    for (int ky = 0; ky < 9; ++ky) {
-      for (int kx = 0; kx < 9; ++kx) {
-        const T* f = s.f + ((ty + ky) * kSpanW + tx + kx) * kF;
-        for (int ci = 0; ci < kF; ++ci) {
-          for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], to_float(f[ci]), acc[c]);
-        }
+  const int ty = t / kTileW, tx = t % kTileW;
+  if (oy + ty >= H || ox + tx >= W) return;
+  float acc[3] = {wt.b9[0], wt.b9[1], wt.b9[2]};
+  for (int ky = 0; ky < 9; ++ky) {
+    for (int kx = 0; kx < 9; ++kx) {
+      const T* f = s.f + ((ty + ky) * kSpanW + tx + kx) * kF;
+      for (int ci = 0; ci < kF; ++ci) {
+        for (int c = 0; c < 3; ++c) acc[c] = fmaf(wt.w9[((c * kF + ci) * 9 + ky) * 9 + kx], to_float(f[ci]), acc[c]);
       }
     }
-    for (int c = 0; c < 3; ++c) {
-      out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] = from_float<T>(acc[c]);
-    }
+  }
+  const long long plane = static_cast<long long>(H) * W;
+  for (int c = 0; c < 3; ++c) {
+    out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] = from_float<T>(acc[c]);
   }
 }
 
@@ -280,20 +278,18 @@ __host__ __device__ inline void conv9x9_multiply(Shared<T>& s, int warp) {
   }
 }
 
-// Phase 3b, every thread: bias and store of its output pixels' 3 channels.
+// Phase 3b, every thread: bias and store of its output pixel's 3 channels.
 template <typename T>
 __host__ __device__ inline void conv9x9_store(const Shared<T>& s, int t, int block, int n, int h2, int w2,
                                               const MicroastTailWeights& wt, T* out) {
   const int H = 2 * h2, W = 2 * w2;
   const int oy = tile_y0(block, W), ox = tile_x0(block, W);
+  const int ty = t / kTileW, tx = t % kTileW;
+  if (oy + ty >= H || ox + tx >= W) return;
   const long long plane = static_cast<long long>(H) * W;
-  for (int p = t; p < kTileH * kTileW; p += kThreads) {
-    const int ty = p / kTileW, tx = p % kTileW;
-    if (oy + ty >= H || ox + tx >= W) continue;
-    for (int c = 0; c < 3; ++c) {
-      out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] =
-          from_float<T>(s.out[p * kF + c] + wt.b9[c]);
-    }
+  for (int c = 0; c < 3; ++c) {
+    out[(static_cast<long long>(n) * 3 + c) * plane + static_cast<long long>(oy + ty) * W + ox + tx] =
+        from_float<T>(s.out[t * kF + c] + wt.b9[c]);
   }
 }
 
