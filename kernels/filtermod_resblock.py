@@ -38,7 +38,7 @@ def featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_str
     s_mean = tl.load(s_mean_ptr + n * style_stride + c).to(tl.float32)
     s_std = tl.load(s_std_ptr + n * style_stride + c).to(tl.float32)
     alpha = tl.load(alpha_ptr + n * alpha_stride).to(tl.float32)
-    ratio = s_std / x_std
+    ratio = tl.div_rn(s_std, x_std)  # rounded as torch rounds it (``/`` is div.full.f32 on a GPU)
     return alpha * ratio + (1.0 - alpha), alpha * (s_mean - x_mean * ratio)
 
 

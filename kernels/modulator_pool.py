@@ -43,8 +43,8 @@ def modulator_pool_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C: tl.constexpr, B
             sum0 += v * tl.load(w_ptr + tap * C + c).to(tl.float32)[None, :]
             sum1 += v * tl.load(w_ptr + 9 * C + tap * C + c).to(tl.float32)[None, :]
     area = (H * W).to(tl.float32)
-    out0 = tl.sum(sum0, axis=0) / area + tl.load(b_ptr + c).to(tl.float32)
-    out1 = tl.sum(sum1, axis=0) / area + tl.load(b_ptr + C + c).to(tl.float32)
+    out0 = tl.div_rn(tl.sum(sum0, axis=0), area) + tl.load(b_ptr + c).to(tl.float32)
+    out1 = tl.div_rn(tl.sum(sum1, axis=0), area) + tl.load(b_ptr + C + c).to(tl.float32)
     tl.store(out_ptr + n * 2 * C + c, out0)
     tl.store(out_ptr + n * 2 * C + C + c, out1)
 

@@ -127,6 +127,9 @@ def _compile_one(job: dict) -> dict:
         compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32),
                                   options={"num_warps": job["num_warps"], "num_stages": job["num_stages"]})
         result["shared"] = compiled.metadata.shared
+        # fp32 instructions that are not correctly rounded (``/`` and tl.sqrt compile to these).
+        result["approximate"] = sorted(set(re.findall(r"\b(?:div\.full|div\.approx|sqrt\.approx|rsqrt\.approx|"
+                                                      r"rcp\.approx)\.[a-z0-9.]*", compiled.asm["ptx"])))
         with tempfile.TemporaryDirectory() as tmp:
             ptx = Path(tmp) / "k.ptx"
             ptx.write_text(compiled.asm["ptx"])
@@ -206,6 +209,16 @@ def test_hot_kernels_do_not_spill(compiled):
     spills = [(r["kernel"], r["constexprs"], r["dtype"], r["arch"], r["spill_stores"], r["spill_loads"])
               for r in compiled if not r["error"] and r["kernel"] in HOT and (r["spill_stores"] or r["spill_loads"])]
     assert not spills, spills
+
+
+def test_no_approximate_division_or_square_root(compiled):
+    """The interpreter divides and takes square roots exactly; on a GPU ``x / y`` is div.full.f32 (2 ulp)
+    and tl.sqrt is sqrt.approx.ftz.f32. The first H100 run (2026-11-26) measured what that costs the
+    fp32 backend: 2-3x the fp32 reference's distance from float64 on small images. Kernels use
+    tl.div_rn / tl.sqrt_rn (or a multiplication by an exact reciprocal)."""
+    approximate = {(r["kernel"], r["dtype"], r["arch"], tuple(r["approximate"])) for r in compiled
+                   if not r["error"] and r["approximate"]}
+    assert not approximate, sorted(approximate)
 
 
 if __name__ == "__main__":
