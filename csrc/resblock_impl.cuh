@@ -90,24 +90,35 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
   const int pixel = t % (kTile * kTile), group = t / (kTile * kTile);
   const int oy = pixel / kTile, ox = pixel % kTile;
   const int co0 = group * kOutPerThread;
+  // Each tap's 64 products sum into a fresh partial that is then added to the total. One FMA chain of
+  // 576 rounded about twice as far from the exact sum as PyTorch's convolutions: on the first decoder
+  // block of the golden case a, 1.7e-4 max off float64 against 6.1e-5 for PyTorch's CPU conv; chains of
+  // 64 and 9 are 3.5e-5 off (the whole model: 1.4e-5 -> 3.3e-6, the reference 5.4e-6).
   float acc[kOutPerThread];
 #pragma unroll
-  for (int j = 0; j < kOutPerThread; ++j) acc[j] = bias[co0 + j];
+  for (int j = 0; j < kOutPerThread; ++j) acc[j] = 0.f;
   for (int tap = 0; tap < 9; ++tap) {
     const float* window = s.tile + tile_pixel(oy + tap / 3, ox + tap % 3);
     const float* taps = weight + tap * MICROAST_CHANNELS * MICROAST_CHANNELS + co0;
+    float part[kOutPerThread];
+#pragma unroll
+    for (int j = 0; j < kOutPerThread; ++j) part[j] = 0.f;
     for (int ci = 0; ci < MICROAST_CHANNELS; ++ci) {
       const float v = window[ci];
 #pragma unroll
       for (int q = 0; q < kOutPerThread / 4; ++q) {
         const float4 wq = load4(taps + ci * MICROAST_CHANNELS + 4 * q);
-        acc[4 * q] = fmaf(v, wq.x, acc[4 * q]);
-        acc[4 * q + 1] = fmaf(v, wq.y, acc[4 * q + 1]);
-        acc[4 * q + 2] = fmaf(v, wq.z, acc[4 * q + 2]);
-        acc[4 * q + 3] = fmaf(v, wq.w, acc[4 * q + 3]);
+        part[4 * q] = fmaf(v, wq.x, part[4 * q]);
+        part[4 * q + 1] = fmaf(v, wq.y, part[4 * q + 1]);
+        part[4 * q + 2] = fmaf(v, wq.z, part[4 * q + 2]);
+        part[4 * q + 3] = fmaf(v, wq.w, part[4 * q + 3]);
       }
     }
+#pragma unroll
+    for (int j = 0; j < kOutPerThread; ++j) acc[j] += part[j];
   }
+#pragma unroll
+  for (int j = 0; j < kOutPerThread; ++j) acc[j] += bias[co0 + j];
   const int gy = y0 + oy, gx = x0 + ox;
   if (gy >= h || gx >= w) return;
   const long long o = (static_cast<long long>(n) * h * w + static_cast<long long>(gy) * w + gx) * MICROAST_CHANNELS + co0;

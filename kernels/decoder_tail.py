@@ -258,7 +258,10 @@ def decoder_tail_kernel(
             row = ((ty + ky) * HALO_W + tx) * 16
             v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
             w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
-            acc = tl.dot(v, w_row, acc, input_precision="ieee")
+            if w_row.dtype == tl.float32:
+                acc += tl.dot(v, w_row, input_precision="ieee")  # fresh partials: shorter FMA chains
+            else:
+                acc = tl.dot(v, w_row, acc)
         y = acc + b9[None, :]
         oyy = oy + ty
         oxx = ox + tx

@@ -89,9 +89,14 @@ def resblock_conv3x3_kernel(
                                       alpha_ptr, alpha_stride, C)
             v = v * a_k[None, :] + b_k[None, :]
         w_tap = tl.load(w_ptr + tap * C * C + (k0 + kc)[:, None] * C + c[None, :])  # [c_in chunk, c_out]
-        # "ieee": exact fp32 products on the GPU (TF32 would lose the 1e-4 contract); half maps use
-        # their own tensor-core path with fp32 accumulation.
-        acc = tl.dot(v.to(w_tap.dtype), w_tap, acc, input_precision="ieee")
+        if w_tap.dtype == tl.float32:
+            # "ieee": exact fp32 products (TF32 would lose the 1e-4 contract). Each step's BLOCK_K
+            # products sum into a fresh partial that is then added: one FMA chain of 576 rounds about
+            # twice as far from the exact sum as PyTorch's convolutions (csrc/resblock_impl.cuh).
+            acc += tl.dot(v, w_tap, input_precision="ieee")
+        else:
+            # Half maps: tensor cores, fp32 accumulation in the MMA's accumulator.
+            acc = tl.dot(v.to(w_tap.dtype), w_tap, acc)
 
     if FEATMOD:
         a, b = featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
