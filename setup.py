@@ -46,6 +46,10 @@ def cuda_build() -> dict:
         # No -std: torch's builder picks the standard its headers need (C++20 since torch 2.10). The
         # kernels compile as C++20 (csrc/check.sh, torch's flags) and C++17 (the tests' host build).
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},
+        # The shared libstdc++ that torch uses, named before the driver's own: where Python's link flags
+        # bring -static-libstdc++ (the GPU machine's did), the extension otherwise carries a second C++
+        # runtime, and the first error message it formats crashes (std::locale ids of two runtimes).
+        extra_link_args=["-lstdc++"],
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 

@@ -54,4 +54,5 @@ def load():
 
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ".".join(map(str, torch.cuda.get_device_capability())))
         return jit_load("microast_fast_C", [str(CSRC / name) for name in SOURCES],
-                        extra_cflags=["-O3"], extra_cuda_cflags=["-O3"])  # the -std that torch's headers need
+                        extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],  # the -std that torch's headers need
+                        extra_ldflags=["-lstdc++"])  # torch's C++ runtime, never a static second one (setup.py)
