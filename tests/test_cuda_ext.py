@@ -514,8 +514,7 @@ def test_head_and_tail_ops_match_torch_and_their_host_runs(ops, emulation, dtype
     with torch.no_grad():
         expected = model.content_encoder.enc1[:10](image)
     torch.testing.assert_close(got.float().permute(0, 3, 1, 2), expected, rtol=0, atol=head_atol)
-    torch.testing.assert_close(got.float(), host.cuda_encoder_head(image.to(dtype), *head).float(),
-                               rtol=LAST_PLACE[dtype], atol=1e-6)
+    assert_matches_host_run(got, host.cuda_encoder_head(image.to(dtype), *head), dtype, head_atol)
 
     x = torch.randn(n, -(-h // 4), -(-w // 4), 64, generator=g).abs() * 4  # a block output's range
     tail = cuda_backend.tail_weights(model, dtype)
@@ -523,8 +522,23 @@ def test_head_and_tail_ops_match_torch_and_their_host_runs(ops, emulation, dtype
     with torch.no_grad():
         expected = model.decoder.dec3(x.permute(0, 3, 1, 2))
     torch.testing.assert_close(got.float(), expected, rtol=0, atol=tail_atol)
-    torch.testing.assert_close(got.float(), host.cuda_decoder_tail(x.to(dtype), *tail).float(),
-                               rtol=LAST_PLACE[dtype], atol=1e-6)
+    assert_matches_host_run(got, host.cuda_decoder_tail(x.to(dtype), *tail), dtype, tail_atol)
+
+
+def assert_matches_host_run(got, host, dtype, atol):
+    """The device against its kernel bodies run on the host. In fp32 every value is within a rounding.
+    Half maps round intermediate maps too (the head's half-level map): where the device's sum and the
+    host's round one of those the other way, the difference propagates to the outputs that read it.
+    On an H100 (2026-11-26) that was 13 of 35,904 fp16 head outputs at 67x130, up to 3.1e-5 off. A race
+    or a missing barrier spoils whole tiles: so in half precision at most 0.1% of the outputs may be
+    beyond one rounding, and none beyond the bound against PyTorch."""
+    got, host = got.float(), host.float()
+    beyond = ((got - host).abs() > LAST_PLACE[dtype] * host.abs() + 1e-6).sum().item()
+    if dtype == torch.float32:
+        assert beyond == 0, f"{beyond} of {got.numel()} outputs beyond a rounding of the host run"
+    else:
+        assert beyond <= 1e-3 * got.numel(), f"{beyond} of {got.numel()} outputs beyond a rounding of the host run"
+        torch.testing.assert_close(got, host, rtol=0, atol=atol)
 
 
 @gpu

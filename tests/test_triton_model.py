@@ -233,6 +233,13 @@ def test_autograd_runs_the_differentiable_path_with_a_warning(ref):
     with pytest.warns(UserWarning, match="runs the differentiable 'torch' path"):
         out = model(content, style, 0.5)
     (grad,) = torch.autograd.grad(out.sum(), content)
-    (expected,) = torch.autograd.grad(torch_path(content, style, 0.5).sum(), content)
-    torch.testing.assert_close(grad, expected, rtol=0, atol=0)  # the same ops on the same inputs
+    expected_out = torch_path(content, style, 0.5)
+    (expected,) = torch.autograd.grad(expected_out.sum(), content)
+    torch.testing.assert_close(out, expected_out, rtol=0, atol=0)  # the same ops on the same inputs
+    if CUDA:
+        # CUDA's reflection-pad and bilinear backward kernels accumulate with atomicAdd, in an order that
+        # changes from run to run: two runs of one graph differed by 2.0e-5 on an H100 (2026-11-26).
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-4)
+    else:
+        torch.testing.assert_close(grad, expected, rtol=0, atol=0)
     assert model.active_backend == "triton"
