@@ -25,6 +25,24 @@ def autotune_configs(gpu_configs: list[triton.Config], interpreter_config: trito
     return [interpreter_config] if INTERPRET else gpu_configs
 
 
+class NotForFp32:
+    """``early_config_prune`` of an autotuned kernel: the configs in ``excluded`` are not tried for fp32
+    maps (the dtype of pointer argument ``pointer``). The exact fp32 forms keep a second [pixels, C]
+    partial-sum tile live, which spills in those configs; half maps keep them.
+    tests/test_triton_compile.py compiles only what ``allows``."""
+
+    def __init__(self, pointer: str, excluded: list[triton.Config]):
+        self.pointer = pointer
+        self.excluded = excluded
+
+    def allows(self, config: triton.Config, dtype: str) -> bool:
+        return dtype != "fp32" or all(config is not e for e in self.excluded)
+
+    def __call__(self, configs, named_args, **kwargs):
+        dtype = "fp32" if named_args[self.pointer].dtype == torch.float32 else "half"
+        return [c for c in configs if self.allows(c, dtype)] or configs
+
+
 def launched_config(kernel) -> dict:
     """Meta-parameters of the config the autotuner used for ``kernel``'s last launch."""
     return kernel.best_config.kwargs

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
+from ._common import NotForFp32, autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
 from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
@@ -131,6 +131,12 @@ def phase_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, sy, sx, phase, m
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
+# With fp32's per-row partial sums of the 9x9 (below) this config spills on sm_80 (Triton 3.6): fp32
+# maps use the 8-warp ones.
+SIXTEEN_WARP_CONFIG = triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 128, "CHUNK_B": 128, "BLOCK_K": 16,
+                                     "BLOCK_K9": 16}, num_warps=16, num_stages=1)
+
+
 @triton.autotune(
     configs=autotune_configs(
         # A's fp32 FMA dot on [CHUNK_A, 64] x [64, 32] chunks and C's [pixels, 16] accumulator set the
@@ -142,12 +148,12 @@ def phase_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, sy, sx, phase, m
                        num_warps=8),
          triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
                        num_warps=8),
-         triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 128, "CHUNK_B": 128, "BLOCK_K": 16, "BLOCK_K9": 16},
-                       num_warps=16, num_stages=1)],
+         SIXTEEN_WARP_CONFIG],
         triton.Config({"TILE_H": 32, "TILE_W": 32, "CHUNK_A": 512, "CHUNK_B": 2048, "BLOCK_K": 32, "BLOCK_K9": 256},
                       num_warps=4),
     ),
     key=["H4", "W4"],
+    prune_configs_by={"early_config_prune": NotForFp32("out_ptr", [SIXTEEN_WARP_CONFIG])},
 )
 @triton.jit
 def decoder_tail_kernel(
@@ -252,16 +258,23 @@ def decoder_tail_kernel(
         ty = p // TILE_W
         tx = p % TILE_W
         acc = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
-        for kk in range(9 * tl.cdiv(144, BLOCK_K9)):
-            ky = kk // tl.cdiv(144, BLOCK_K9)
-            j = (kk % tl.cdiv(144, BLOCK_K9)) * BLOCK_K9 + tl.arange(0, BLOCK_K9)
+        for ky in range(9):
             row = ((ty + ky) * HALO_W + tx) * 16
-            v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
-            w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
-            if w_row.dtype == tl.float32:
-                acc += tl.dot(v, w_row, input_precision="ieee")  # fresh partials: shorter FMA chains
+            if out_ptr.dtype.element_ty == tl.float32:
+                # Exact fp32: a partial per kernel row (144 products), a loop result so that it is not
+                # folded back into one chain of 1296 (see filtermod_resblock.py).
+                part = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
             else:
-                acc = tl.dot(v, w_row, acc)
+                part = acc
+            for j0 in range(0, 144, BLOCK_K9):
+                j = j0 + tl.arange(0, BLOCK_K9)
+                v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
+                w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
+                part = tl.dot(v, w_row, part, input_precision="ieee")
+            if out_ptr.dtype.element_ty == tl.float32:
+                acc += part
+            else:
+                acc = part
         y = acc + b9[None, :]
         oyy = oy + ty
         oxx = ox + tx

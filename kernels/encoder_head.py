@@ -71,10 +71,7 @@ def encoder_head_half_kernel(
             a = tl.load(img + ci[None, :] * stride_c + iy * stride_h + ix * stride_w,
                         mask=valid[:, None] & (k < 243)[None, :], other=0.0)
             wk = tl.load(w9_ptr + k[:, None] * 16 + c16[None, :])
-            if wk.dtype == tl.float32:
-                acc16 += tl.dot(a, wk, input_precision="ieee")  # fresh partials: shorter FMA chains
-            else:
-                acc16 = tl.dot(a.to(wk.dtype), wk, acc16)
+            acc16 = tl.dot(a.to(wk.dtype), wk, acc16, input_precision="ieee")
         f16 = tl.maximum(acc16 + b9[None, :], 0.0)
         wg = tl.load(wg_ptr + tap * 16 * 32 + c16[:, None] * 32 + c32[None, :])
         acc32 = tl.dot(f16.to(wg.dtype), wg, acc32, input_precision="ieee")

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
+from ._common import NotForFp32, autotune_configs, check_map_dtype, reflect, tile_pixels
 from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
 
 CHANNELS = 64
@@ -42,6 +42,11 @@ def featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_str
     return alpha * ratio + (1.0 - alpha), alpha * (s_mean - x_mean * ratio)
 
 
+# fp32's per-tap partial sums (below) hold 16 more registers a thread: with BLOCK_K=32 that spills on
+# sm_90 (Triton 3.9), so fp32 maps use the BLOCK_K=16 config.
+WIDE_K_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=8)
+
+
 @triton.autotune(
     configs=autotune_configs(
         # The epilogue holds a few [pixels, 64] fp32 tiles: at most 16 pixel-channels per thread
@@ -50,10 +55,11 @@ def featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_str
         # every variant needs about 200 registers; with 8 warps about 120 and no spills in Triton 3.6
         # and 3.9 (tests/test_triton_compile.py).
         [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=8),
-         triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=8)],
+         WIDE_K_CONFIG],
         triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
     ),
     key=["H", "W"],
+    prune_configs_by={"early_config_prune": NotForFp32("in_ptr", [WIDE_K_CONFIG])},
 )
 @triton.jit
 def resblock_conv3x3_kernel(
@@ -72,31 +78,37 @@ def resblock_conv3x3_kernel(
     c = tl.arange(0, C)
     sample = n.to(tl.int64) * H * W * C
 
-    # K loop over (tap, channel chunk): a runtime loop, so the compiler neither unrolls nor hoists the
-    # nine gathers (which cost 255 registers and spills when unrolled), and BLOCK_K keeps the fp32
+    # K loop: taps, then channel chunks, both runtime loops, so the compiler neither unrolls nor hoists
+    # the nine gathers (which cost 255 registers and spills when unrolled), and BLOCK_K keeps the fp32
     # FMA-based dot's per-thread operands small.
     kc = tl.arange(0, BLOCK_K)
     acc = tl.zeros([TILE_H * TILE_W, C], tl.float32)
-    for kk in range(9 * (C // BLOCK_K)):
-        tap = kk // (C // BLOCK_K)
-        k0 = (kk % (C // BLOCK_K)) * BLOCK_K
+    for tap in range(9):
         iy = reflect(py + (tap // 3 - 1), H)
         ix = reflect(px + (tap % 3 - 1), W)
-        v = tl.load(in_ptr + sample + (iy * W + ix)[:, None] * C + (k0 + kc)[None, :], mask=valid[:, None], other=0.0)
-        v = v.to(tl.float32)
-        if FEATMOD and not SECOND:
-            a_k, b_k = featmod_affine(n, k0 + kc, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
-                                      alpha_ptr, alpha_stride, C)
-            v = v * a_k[None, :] + b_k[None, :]
-        w_tap = tl.load(w_ptr + tap * C * C + (k0 + kc)[:, None] * C + c[None, :])  # [c_in chunk, c_out]
-        if w_tap.dtype == tl.float32:
-            # "ieee": exact fp32 products (TF32 would lose the 1e-4 contract). Each step's BLOCK_K
-            # products sum into a fresh partial that is then added: one FMA chain of 576 rounds about
-            # twice as far from the exact sum as PyTorch's convolutions (csrc/resblock_impl.cuh).
-            acc += tl.dot(v, w_tap, input_precision="ieee")
+        if in_ptr.dtype.element_ty == tl.float32:
+            # Exact fp32: each tap's 64 products sum into a partial of their own, then into the total.
+            # One FMA chain of 576 rounded about twice as far from float64 as PyTorch's convolutions
+            # (csrc/resblock_impl.cuh). The partial is a loop result: ``acc + tl.dot(a, b)`` would be
+            # folded back into ``tl.dot(a, b, acc)``, one chain again.
+            part = tl.zeros([TILE_H * TILE_W, C], tl.float32)
         else:
-            # Half maps: tensor cores, fp32 accumulation in the MMA's accumulator.
-            acc = tl.dot(v.to(w_tap.dtype), w_tap, acc)
+            part = acc  # half maps: tensor cores, one fp32 accumulator chain
+        for k0 in range(0, C, BLOCK_K):
+            v = tl.load(in_ptr + sample + (iy * W + ix)[:, None] * C + (k0 + kc)[None, :], mask=valid[:, None],
+                        other=0.0)
+            v = v.to(tl.float32)
+            if FEATMOD and not SECOND:
+                a_k, b_k = featmod_affine(n, k0 + kc, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
+                                          alpha_ptr, alpha_stride, C)
+                v = v * a_k[None, :] + b_k[None, :]
+            w_tap = tl.load(w_ptr + tap * C * C + (k0 + kc)[:, None] * C + c[None, :])  # [c_in chunk, c_out]
+            # "ieee": exact fp32 products (TF32 would lose the 1e-4 contract); no effect on half operands.
+            part = tl.dot(v.to(w_tap.dtype), w_tap, part, input_precision="ieee")
+        if in_ptr.dtype.element_ty == tl.float32:
+            acc += part
+        else:
+            acc = part
 
     if FEATMOD:
         a, b = featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride,
