@@ -20,6 +20,20 @@ CUDA_SOURCES = [
 ]
 
 
+def cxx_runtime() -> list[str]:
+    """The libstdc++ that torch has loaded in this process, by path, linked before the compiler's own.
+    The first GPU machine's g++ (/opt/gcc) found only its static libstdc++.a (the system has
+    libstdc++.so.6 but not the unversioned libstdc++.so that -lstdc++ looks for), so the extension
+    carried a second C++ runtime and crashed formatting its first error message. A path to the shared
+    file links it dynamically (its soname, libstdc++.so.6, is recorded) whatever the compiler's default."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps}
+    except OSError:
+        return []
+    return sorted(p for p in paths if os.path.basename(p).startswith("libstdc++.so"))[:1]
+
+
 def cuda_build() -> dict:
     mode = os.environ.get("MICROAST_FAST_CUDA", "")
     if mode == "0":
@@ -46,31 +60,29 @@ def cuda_build() -> dict:
         # No -std: torch's builder picks the standard its headers need (C++20 since torch 2.10). The
         # kernels compile as C++20 (csrc/check.sh, torch's flags) and C++17 (the tests' host build).
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},
-        # The shared libstdc++ that torch uses, named before the driver's own: where Python's link flags
-        # bring -static-libstdc++ (the GPU machine's did), the extension otherwise carries a second C++
-        # runtime, and the first error message it formats crashes (std::locale ids of two runtimes).
-        extra_link_args=["-lstdc++"],
+        extra_link_args=cxx_runtime(),
     )
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 
 
-setup(
-    name="microast-fast",
-    version="0.1.0",
-    description="Fused Triton/CUDA kernels for MicroAST arbitrary style transfer, behind a drop-in nn.Module",
-    long_description=open("README.md", encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    license="MIT",
-    python_requires=">=3.10",
-    packages=["microast_fast", "microast_fast.kernels"],
-    package_dir={"microast_fast.kernels": "kernels"},
-    package_data={"microast_fast": ["data/weights/*", "data/assets/*", "data/*.json"]},
-    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],
-    extras_require={
-        # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.
-        "test": ["pytest", "pytest-benchmark", "triton", "matplotlib"],
-        "bench": ["pytest-benchmark", "matplotlib"],
-    },
-    entry_points={"console_scripts": ["microast-fast = microast_fast.cli:main"]},
-    **cuda_build(),
-)
+if __name__ == "__main__":  # pip runs it so; tests import its helpers
+    setup(
+        name="microast-fast",
+        version="0.1.0",
+        description="Fused Triton/CUDA kernels for MicroAST arbitrary style transfer, behind a drop-in nn.Module",
+        long_description=open("README.md", encoding="utf-8").read(),
+        long_description_content_type="text/markdown",
+        license="MIT",
+        python_requires=">=3.10",
+        packages=["microast_fast", "microast_fast.kernels"],
+        package_dir={"microast_fast.kernels": "kernels"},
+        package_data={"microast_fast": ["data/weights/*", "data/assets/*", "data/*.json"]},
+        install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],
+        extras_require={
+            # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.
+            "test": ["pytest", "pytest-benchmark", "triton", "matplotlib"],
+            "bench": ["pytest-benchmark", "matplotlib"],
+        },
+        entry_points={"console_scripts": ["microast-fast = microast_fast.cli:main"]},
+        **cuda_build(),
+    )

@@ -20,6 +20,42 @@ class ExtensionUnavailable(RuntimeError):
     pass
 
 
+def loaded_cxx_runtime() -> str | None:
+    """The path of the libstdc++ this process (torch) has loaded, or None (not Linux, or none loaded).
+    The extension links this very file: where the compiler would link its C++ runtime statically (the
+    first GPU machine's did), the extension carried a second runtime and crashed formatting its first
+    error message (two runtimes' std::locale ids)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libstdc++.so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+# std::locale::id::_M_id() const: part of libstdc++ proper, never emitted inline into other objects.
+_CXX_RUNTIME_PROBE = "_ZNKSt6locale2id5_M_idEv"
+
+
+def carries_own_cxx_runtime(library: str) -> bool:
+    """True when the shared library ``library`` defines libstdc++'s own functions (a static copy of the
+    C++ runtime) instead of taking them from the libstdc++ the process has loaded."""
+    import ctypes
+
+    runtime = loaded_cxx_runtime()
+    if runtime is None:
+        return False
+    lib = ctypes.CDLL(library)  # dlsym on a library's handle searches the library itself first
+    try:
+        own = ctypes.cast(getattr(lib, _CXX_RUNTIME_PROBE), ctypes.c_void_p).value
+    except AttributeError:
+        return False
+    return own != ctypes.cast(getattr(ctypes.CDLL(runtime), _CXX_RUNTIME_PROBE), ctypes.c_void_p).value
+
+
 def unavailable_reason() -> str | None:
     """None when the extension is importable or can be built here, else why not (cheap: builds nothing)."""
     if torch.version.cuda is None or not torch.cuda.is_available():
@@ -48,11 +84,20 @@ def load():
         raise ExtensionUnavailable(reason)
     try:
         from . import _C
-        return _C
     except ImportError:
-        from torch.utils.cpp_extension import load as jit_load
+        return _jit_build()
+    if carries_own_cxx_runtime(_C.__file__):  # built by an earlier version on such a machine
+        raise ExtensionUnavailable(
+            f"{_C.__file__} carries its own static copy of the C++ runtime (libstdc++), which crashes the "
+            f"process as soon as an op reports an error; rebuild it with this version of microast-fast: {BUILD_HINT}")
+    return _C
 
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ".".join(map(str, torch.cuda.get_device_capability())))
-        return jit_load("microast_fast_C", [str(CSRC / name) for name in SOURCES],
-                        extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],  # the -std that torch's headers need
-                        extra_ldflags=["-lstdc++"])  # torch's C++ runtime, never a static second one (setup.py)
+
+def _jit_build():
+    from torch.utils.cpp_extension import load as jit_load
+
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ".".join(map(str, torch.cuda.get_device_capability())))
+    runtime = loaded_cxx_runtime()
+    return jit_load("microast_fast_C", [str(CSRC / name) for name in SOURCES],
+                    extra_cflags=["-O3"], extra_cuda_cflags=["-O3"],  # the -std that torch's headers need
+                    extra_ldflags=[runtime] if runtime else [])  # torch's C++ runtime: see setup.py

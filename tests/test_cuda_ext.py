@@ -47,6 +47,29 @@ def test_forced_cuda_build_fails_loudly_without_cuda_torch():
     assert plain.returncode == 0 and plain.stdout.strip().endswith("microast-fast")
 
 
+@pytest.mark.skipif(shutil.which("g++") is None or not sys.platform.startswith("linux"), reason="needs g++ on Linux")
+def test_a_static_cxx_runtime_is_found_and_the_build_links_the_shared_one(tmp_path):
+    """The first GPU machine's g++ linked libstdc++ statically into the extension, whose first error
+    message then crashed the process. The link flags setup.py and the JIT build use (the runtime torch
+    has loaded, by path) link it dynamically even under -static-libstdc++, and load() refuses a build
+    that carries its own copy."""
+    import runpy
+
+    from microast_fast.cuda_ext import carries_own_cxx_runtime, loaded_cxx_runtime
+    source = tmp_path / "fmt.cpp"
+    source.write_text('#include <sstream>\n#include <string>\nextern "C" int fmt(long v) '
+                      '{ std::ostringstream s; s << v; return (int)s.str().size(); }\n')
+    link_args = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_flags")["cxx_runtime"]()
+    assert link_args == [loaded_cxx_runtime()] and "libstdc++" in link_args[0]
+    libs = {}
+    for name, extra in (("static", []), ("linked", link_args)):
+        libs[name] = tmp_path / f"{name}.so"
+        subprocess.run(["g++", "-O2", "-fPIC", "-shared", str(source), "-static-libstdc++", *extra, "-o",
+                        str(libs[name])], check=True)
+    assert carries_own_cxx_runtime(str(libs["static"]))
+    assert not carries_own_cxx_runtime(str(libs["linked"]))
+
+
 class EmulatedOps:
     """The ops' contract (microast_kernels.h) in PyTorch, on NHWC maps with packed weights."""
 
