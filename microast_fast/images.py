@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import png
-import tifffile
 import torch
 from PIL import ExifTags, Image, ImageOps
 
@@ -116,6 +114,11 @@ def save_bands_atomic(bands: Iterator[np.ndarray], height: int, width: int, path
     """Save an RGB image given as bands of rows (``[k, width, 3]`` uint8, top to bottom, ``height`` rows
     in all) through ``atomic_file``. PNG (pypng) and TIFF (tifffile, zlib strips) are encoded band by
     band as the bands arrive; other formats gather the image and save it with Pillow."""
+    # Imported here, by the one function that writes with them: reading images needs only Pillow
+    # (a machine installed with --no-deps, such as the GPU machine, may lack them).
+    import png
+    import tifffile
+
     path = Path(path)
     fmt = image_format(path)
     with atomic_file(path) as f:
