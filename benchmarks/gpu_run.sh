@@ -3,7 +3,8 @@
 # float32, float16 and bfloat16, every result written to OUTDIR. For a machine with an NVIDIA GPU, its
 # own torch and triton, and no network:
 #
-#   bash benchmarks/gpu_run.sh OUTDIR        (GPU_RUN_BUDGET=SECONDS: a shorter run than 570 s)
+#   bash benchmarks/gpu_run.sh OUTDIR        (GPU_RUN_BUDGET=SECONDS: a shorter run than 570 s;
+#                                             GPU_RUN_SKIP=step,step: leave those steps out)
 #
 # OUTDIR receives results.csv (rows as `bench --record` writes them; merge them into
 # benchmarks/results/results.csv), one JSON and one log per step, env.txt, table.md, the plots,
@@ -14,11 +15,12 @@
 # measurements that the open issues need first, and a step that no longer fits is skipped (and never
 # counts as passed). Budget on an H100-class GPU (each measurement is a fresh process: about 5 s to
 # start Python, torch and a CUDA context, then its calls, well under a second each up to 8K):
-#   install <= 180 s; the Triton GPU tests <= 210 s (Triton compiles every kernel variant, dtype and
-#     autotune config on first use, one process: minutes, cached on disk for the later steps);
+#   install <= 180 s (about 10 s); the Triton kernel and model tests on the GPU, 8 processes (pytest-xdist)
+#     compiling every kernel variant, dtype and autotune config on first use: about 1 min on an H100
+#     machine, cached on disk for the later steps. Meanwhile the CUDA extension builds for this GPU's
+#     architecture on the CPU cores (ninja): about 1 min;
 #   4K, 3 dtypes x (reference, torch, triton): 9 processes, about 1.5 min;
-#   the CUDA extension: build for this GPU's architecture (about 1-2 min with ninja), its GPU tests
-#     (compute-sanitizer apart), its 4K rows;
+#   the CUDA extension's GPU tests (compute-sanitizer apart), its 4K rows;
 #   a kernel-by-kernel profile of one 4K fp16 forward per kernel backend (torch.profiler);
 #   1080p as 4K; memory profile at 4K, fp16 and fp32: about 1 min;
 #   8K, 3 dtypes: about 1 to 2 min. The float32 reference at 8K is kept: 55,544 FLOP/pixel x 35.4 Mpixel
@@ -89,8 +91,7 @@ step() {
 } >"$OUTDIR/env.txt" 2>&1
 
 # --no-index: there is no network, so pip must not even try an index. The CUDA extension is built in
-# a later step of its own: it has never been compiled against a CUDA torch, and a failure there must
-# not cost the Triton measurements.
+# a step of its own: a failure there must not cost the Triton measurements.
 if ! step install 30 180 env MICROAST_FAST_CUDA=0 "$PYTHON" -m pip install --no-index --no-deps --no-build-isolation -e .; then
     echo "install failed (see $OUTDIR/install.log); nothing measured" >&2
     exit 1

@@ -5,8 +5,8 @@ FeatMod/FilterMod residual block and the decoder tail. The residual block and th
 run on the tensor cores for fp16/bf16 maps (fp32 accumulation) and in exact fp32 for fp32 maps; the
 rest computes in fp32 for every map dtype. The style path, once per style, is the torch
 backend's. The kernels compile for sm_80/sm_90 in CI (csrc/check.sh) and their bodies are tested on
-the host (csrc/host_emulation.cpp), but they have **not run on a GPU yet**: "auto" never picks this
-backend.
+the host (csrc/host_emulation.cpp). They ran on an H100 (2026-11-26, see the README); "auto" picks this
+backend only where the table of measured, verified backends (data/auto_backend.json) says so.
 """
 
 from __future__ import annotations
