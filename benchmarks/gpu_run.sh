@@ -28,6 +28,7 @@
 #     4.3 GB at 3840x2160 by the 4.3x pixel count to about 18 GB, far below 78 GiB (H100). It still runs
 #     last within its step, under --worker-timeout, so if it does not fit only it is lost;
 #   streaming at 8K fp16 within --max-memory 1.5GB: about 1 min;
+#   Nsight Compute on one 4K fp16 forward per kernel backend (benchmarks/ncu_profile.sh): 1-2 min;
 #   compute-sanitizer on the CUDA kernels;
 #   compiled (torch.compile mode=max-autotune, the tuning takes minutes) only at 4K, with what is left.
 # A first run on a machine will not fit everything: what is skipped is named in skipped.txt.
@@ -164,6 +165,9 @@ step bench-8k 60 200 "${BENCH[@]}" --size 8k --dtype fp16,bf16,fp32 --backends "
 # Streaming at 8K in fp16 within 1.5 GB of GPU memory (the streaming issue's GPU target).
 step streaming-8k 40 120 "${BENCH[@]}" --size 8k --dtype fp16 --backends streaming --max-memory 1.5GB \
     --warmup 1 --repeat 3 --json "$OUTDIR/streaming_8k.json"
+# Hardware counters (Nsight Compute) of one 4K fp16 forward per kernel backend: why the kernels of
+# kernel-profile take their time.
+step ncu-profile 60 150 bash benchmarks/ncu_profile.sh "$OUTDIR" "$profiled" fp16 4k
 if ((cuda_built)); then
     step cuda-sanitizer 45 150 "$PYTHON" -m pytest tests/test_cuda_ext.py -m gpu -q -p no:cacheprovider \
         -k compute_sanitizer --junitxml="$OUTDIR/cuda-sanitizer.xml" || failed=1

@@ -1,6 +1,7 @@
 """Where one forward's time goes, kernel by kernel (torch.profiler), for each backend asked for.
 
     python benchmarks/kernel_profile.py --device cuda --size 4k --dtype fp16 --backends triton,cuda [--out DIR]
+    bash benchmarks/ncu_profile.sh OUTDIR [BACKENDS] [DTYPE] [SIZE]      (hardware counters, Nsight Compute)
 
 Per backend: warm-up forwards (Triton's autotuning and compiles happen there), then one profiled
 forward; the table of its kernels (or CPU ops) sorted by their total device time is printed and, with
@@ -39,6 +40,26 @@ def profile_table(backend: str, device: torch.device, dtype: torch.dtype, height
     return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70)
 
 
+def profiler_range(backend: str, device: torch.device, dtype: torch.dtype, height: int, width: int,
+                   warmup: int) -> str:
+    """Warm-up forwards, then one forward between cudaProfilerStart and cudaProfilerStop: what
+    ``ncu --profile-from-start off`` profiles (benchmarks/ncu_profile.sh), so that neither the first
+    calls' compiles nor Triton's autotuning runs are in the report."""
+    if device.type != "cuda":
+        raise ValueError("--profiler-range brackets CUDA work for Nsight Compute: use --device cuda")
+    model = build_model(backend, device, dtype)
+    content, style = make_inputs(height, width, style_side=STYLE_SIDE, device=device, dtype=dtype)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(content, style, 1.0)
+        torch.cuda.synchronize(device)
+        torch.cuda.profiler.start()
+        model(content, style, 1.0)
+        torch.cuda.synchronize(device)
+        torch.cuda.profiler.stop()
+    return "one forward profiled (the report is Nsight Compute's)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -48,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="forwards before the profiled one (default: 2)")
     parser.add_argument("--rows", type=int, default=25, help="table rows (default: 25)")
     parser.add_argument("--out", type=Path, help="also write each table into this folder")
+    parser.add_argument("--profiler-range", action="store_true",
+                        help="no table: bracket one forward per backend with cudaProfilerStart/Stop for "
+                             "`ncu --profile-from-start off` (benchmarks/ncu_profile.sh)")
     args = parser.parse_args(argv)
     label, height, width = parse_size(args.size)
     dtype_name = DTYPE_NAMES.get(args.dtype, args.dtype)
@@ -59,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown backend {backend!r}; choose from {', '.join(BENCH_BACKENDS)}")
         title = f"== {backend}, {label} ({height}x{width}), {dtype_name}, {device}"
         try:
-            table = profile_table(backend, device, dtype, height, width, args.warmup, args.rows)
+            if args.profiler_range:
+                table = profiler_range(backend, device, dtype, height, width, args.warmup)
+            else:
+                table = profile_table(backend, device, dtype, height, width, args.warmup, args.rows)
         except Exception as exc:  # one backend failing must not cost the others' tables
             failed = 1
             table = f"failed: {type(exc).__name__}: {exc}"

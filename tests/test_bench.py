@@ -52,3 +52,17 @@ def test_kernel_profile_writes_a_table_per_backend(tmp_path):
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "profile_torch_24x20_float32.txt").read_text()
     assert "aten::" in table and "Self CPU time total" in table
+
+
+def test_ncu_profile_says_what_is_missing(tmp_path):
+    """benchmarks/ncu_profile.sh (Nsight Compute, GPU machines) names the missing tool; its profiled
+    range refuses a CPU device rather than profiling nothing."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NCU=str(tmp_path / "no-ncu"))
+    result = subprocess.run(["bash", os.path.join(root, "benchmarks", "ncu_profile.sh"), str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Nsight Compute" in result.stderr and "not found" in result.stderr
+    result = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "kernel_profile.py"), "--device", "cpu",
+                             "--size", "24x20", "--backends", "torch", "--profiler-range"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "use --device cuda" in result.stdout
