@@ -6,7 +6,7 @@ namespace microast {
 namespace {
 
 template <typename T>
-__global__ void stats_partials_kernel(const T* __restrict__ x, long long pixels, int chunks,
+__global__ void __launch_bounds__(stats::kThreads) stats_partials_kernel(const T* __restrict__ x, long long pixels, int chunks,
                                       float* __restrict__ partials) {
   __shared__ stats::Shared s;
   stats::lane_partial(s, threadIdx.x, threadIdx.y, blockIdx.x, blockIdx.y, x, pixels);

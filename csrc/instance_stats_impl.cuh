@@ -9,7 +9,12 @@
 namespace microast {
 namespace stats {
 
-constexpr int kLanes = 4;     // pixel lanes of a block (threadIdx.y); threadIdx.x is the channel
+// A block is 64 channels (threadIdx.x) x kLanes pixel lanes (threadIdx.y), and a thread keeps kInFlight
+// loads in flight. The first H100 run measured 4 lanes, one load at a time, at 0.42 ms for a 4K fp16
+// map (70 MB, about 0.17 TB/s): one block an SM, each thread waiting out every load's latency in turn.
+constexpr int kLanes = 16;
+constexpr int kThreads = MICROAST_CHANNELS * kLanes;
+constexpr int kInFlight = 4;
 constexpr int kChunk = 4096;  // pixels a block reduces: counts stay exact in fp32
 
 __host__ __device__ inline long long chunk_count(long long pixels) { return (pixels + kChunk - 1) / kChunk; }
@@ -35,13 +40,22 @@ __host__ __device__ inline void lane_partial(Shared& s, int c, int lane, int chu
   const long long end = begin + kChunk < pixels ? begin + kChunk : pixels;
   const T* base = x + static_cast<long long>(n) * pixels * MICROAST_CHANNELS + c;
   float count = 0.f, mean = 0.f, m2 = 0.f;
-  for (long long p = begin + lane; p < end; p += kLanes) {
-    const float v = to_float(base[p * MICROAST_CHANNELS]);
+  const auto welford = [&](float v) {
     count += 1.f;
     const float delta = v - mean;
     mean += delta / count;
     m2 += delta * (v - mean);
+  };
+  long long p = begin + lane;
+  // The lane's pixels in order (p, p + kLanes, ...), kInFlight loads issued before their updates.
+  for (; p + (kInFlight - 1) * kLanes < end; p += kInFlight * kLanes) {
+    float v[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) v[u] = to_float(base[(p + u * kLanes) * MICROAST_CHANNELS]);
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) welford(v[u]);
   }
+  for (; p < end; p += kLanes) welford(to_float(base[p * MICROAST_CHANNELS]));
   s.lanes[0][lane][c] = count;
   s.lanes[1][lane][c] = mean;
   s.lanes[2][lane][c] = m2;
