@@ -22,10 +22,10 @@ CUDA_SOURCES = [
 
 def cxx_runtime() -> list[str]:
     """The libstdc++ that torch has loaded in this process, by path, linked before the compiler's own.
-    The first GPU machine's g++ (/opt/gcc) found only its static libstdc++.a (the system has
-    libstdc++.so.6 but not the unversioned libstdc++.so that -lstdc++ looks for), so the extension
-    carried a second C++ runtime and crashed formatting its first error message. A path to the shared
-    file links it dynamically (its soname, libstdc++.so.6, is recorded) whatever the compiler's default."""
+    The first GPU machine's g++ (/opt/gcc) linked its static libstdc++.a, even with -lstdc++ (it
+    presumably found no unversioned libstdc++.so), so the extension carried a second C++ runtime and
+    crashed formatting its first error message. A path to the shared file links it dynamically (its
+    soname, libstdc++.so.6, is recorded) whatever the compiler's default."""
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
             paths = {line.split()[-1] for line in maps}
