@@ -25,13 +25,17 @@ def cxx_runtime() -> list[str]:
     The first GPU machine's g++ (/opt/gcc) linked its static libstdc++.a, even with -lstdc++ (it
     presumably found no unversioned libstdc++.so), so the extension carried a second C++ runtime and
     crashed formatting its first error message. A path to the shared file links it dynamically (its
-    soname, libstdc++.so.6, is recorded) whatever the compiler's default."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            paths = {line.split()[-1] for line in maps}
-    except OSError:
-        return []
-    return sorted(p for p in paths if os.path.basename(p).startswith("libstdc++.so"))[:1]
+    soname, libstdc++.so.6, is recorded) whatever the compiler's default. The path comes from
+    ``cuda_ext.loaded_cxx_runtime``, which the JIT build uses too; the module is loaded from its file,
+    since importing the package would import all of it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "microast_fast_cuda_ext", os.path.join(os.path.dirname(os.path.abspath(__file__)), "microast_fast", "cuda_ext.py"))
+    cuda_ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cuda_ext)
+    runtime = cuda_ext.loaded_cxx_runtime()
+    return [runtime] if runtime else []
 
 
 def cuda_build() -> dict:
