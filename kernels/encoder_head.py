@@ -6,8 +6,14 @@
 STAGED DESIGN (first step): kernel 1 writes the half-resolution 32-channel map to global memory and
 kernel 2 reads it back. The full-resolution 16-channel map never exists: kernel 1 recomputes the 9x9
 convolution at each of the 9 full-resolution positions its stride-2 taps read (2.25x the 9x9 work,
-as an im2col GEMM on the tensor cores), which is cheaper than staging it. Fusing kernel 2 in would need
-the half-res map on a 1-pixel halo of the quarter-res tile (not done yet).
+one im2col GEMM on the tensor cores per kernel row), which is cheaper than staging it. Fusing kernel 2
+in would need the half-res map on a 1-pixel halo of the quarter-res tile (not done yet).
+
+The 9x9's cost is its gather, not its products: reflecting both coordinates of every element of a
+[pixels, 243] im2col tile took 17 (Triton 3.9) to 49 (Triton 3.6) sm_90 instructions an element. Now
+the column reflections are computed once per tap for all nine kernel rows, and tiles away from the top
+and bottom borders (all but two rows of tiles) step from row to row by a pointer offset: a load, an
+address and a shared-memory store an element (SASS of the 8x8 fp16 config; not yet timed on a GPU).
 
 Grouped convolutions run as ``tl.dot`` with a block-sparse per-tap matrix (``pack_grouped_conv``):
 in fp32 the zero products are exact, so the result is the grouped sum in another order.
@@ -21,20 +27,55 @@ import torch
 import triton
 import triton.language as tl
 
-from ..weight_packing import IM2COL_ROWS, pack_conv9x9_im2col
 from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
 
-IM2COL_K = tl.constexpr(IM2COL_ROWS)  # 3 * 9 * 9 = 243 taps of the 9x9 conv, padded to a power of two with zero weights
+
+# The 9x9's im2col columns of one kernel row: (input channel, kx) = 3 * 9 = 27, padded to a power of two.
+ROW_K = tl.constexpr(32)
+
+
+@triton.jit
+def conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK: tl.constexpr, ROWS_INSIDE: tl.constexpr):
+    """The 9x9 3->16 (no bias) at full-res rows ``fy`` of ``BLOCK`` pixels whose kernel rows' im2col
+    columns start at offsets ``col`` [BLOCK, ROW_K] (reflected at the side borders) -> [BLOCK, 16] fp32.
+
+    One ``[BLOCK, 32] x [32, 16]`` product per kernel row. ``ROWS_INSIDE``: no row reads past the top or
+    bottom border, so row ky is row 0 moved by ky rows: an add and a load an element. Otherwise each
+    row's reflection is computed per pixel. Runtime loops: unrolled, the compiler hoists the gathers
+    and spills."""
+    k = tl.arange(0, ROW_K)
+    c16 = tl.arange(0, 16)
+    if ROWS_INSIDE:
+        top = img + (fy - 4)[:, None] * stride_h + col
+    acc = tl.zeros([BLOCK, 16], tl.float32)
+    for ky0 in range(0, 9, 3):
+        if img.dtype.element_ty == tl.float32:
+            # Exact fp32: a partial per three kernel rows (81 products), a loop result so that it is not
+            # folded back into one chain of 243 (see filtermod_resblock.py).
+            part = tl.zeros([BLOCK, 16], tl.float32)
+        else:
+            part = acc
+        for ky in range(ky0, ky0 + 3):
+            if ROWS_INSIDE:
+                a = tl.load(top + ky * stride_h)
+            else:
+                iy = reflect(fy + (ky - 4), H)
+                a = tl.load(img + iy[:, None] * stride_h + col)
+            wk = tl.load(w9_ptr + (k + ky * ROW_K)[:, None] * 16 + c16[None, :])
+            part = tl.dot(a.to(wk.dtype), wk, part, input_precision="ieee")
+        if img.dtype.element_ty == tl.float32:
+            acc += part
+        else:
+            acc = part
+    return acc
 
 
 @triton.autotune(
     configs=autotune_configs(
-        [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=4),
-         triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK_K": 32}, num_warps=8),
-         # 8 warps and 2 stages: with 4 warps Triton 3.6 spills 12 bytes in fp32 on sm_90, with 3
-         # stages Triton 3.9 spills 4 bytes in fp32 on sm_80
-         triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 64}, num_warps=8, num_stages=2)],
-        triton.Config({"TILE_H": 32, "TILE_W": 32, "BLOCK_K": 256}, num_warps=4),
+        [triton.Config({"TILE_H": 8, "TILE_W": 8}, num_warps=4),
+         triton.Config({"TILE_H": 8, "TILE_W": 16}, num_warps=4),
+         triton.Config({"TILE_H": 8, "TILE_W": 16}, num_warps=8)],
+        triton.Config({"TILE_H": 32, "TILE_W": 32}, num_warps=4),
     ),
     key=["H", "W"],
 )
@@ -43,9 +84,10 @@ def encoder_head_half_kernel(
     img_ptr, stride_n, stride_c, stride_h, stride_w,
     w9_ptr, b9_ptr, wg_ptr, bg_ptr, w1_ptr, b1_ptr, out_ptr,
     H, W, H2, W2,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_K: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr,
 ):
     # grid: (tiles of the half-res map, N). Output NHWC [N, H2, W2, 32].
+    BLOCK: tl.constexpr = TILE_H * TILE_W
     tile = tl.program_id(0)
     n = tl.program_id(1)
     py, px, valid = tile_pixels(tile, H2, W2, TILE_H, TILE_W)
@@ -53,25 +95,29 @@ def encoder_head_half_kernel(
     c32 = tl.arange(0, 32)
     img = img_ptr + n.to(tl.int64) * stride_n
     b9 = tl.load(b9_ptr + c16).to(tl.float32)
+    # im2col column k of a kernel row is (input channel k // 9, kx = k % 9). The padding columns 27..31
+    # read channel 2 at kx = 0..4 again, against zero weights: no masks, and every load stays inside
+    # the image (reflect clamps the pixels of partial tiles too). Exact for finite images; a NaN or inf
+    # pixel reaches only outputs that its real taps reach anyway (where inf * 0 makes NaN of +-inf).
+    k = tl.arange(0, ROW_K)
+    k_in = tl.minimum(k // 9, 2)
+    k_x = k % 9 - 4
+    # The tile's 9x9s read full-res rows 2 * py0 - 5 .. 2 * (py0 + TILE_H) + 3: inside the image for
+    # every tile but those of the first and last rows of tiles.
+    py0 = (tile // tl.cdiv(W2, TILE_W)) * TILE_H
+    rows_inside = (2 * py0 >= 5) & (2 * (py0 + TILE_H) + 4 <= H)
 
-    # Runtime loops (taps, im2col chunks): unrolled, the compiler hoists every gather and spills.
-    acc32 = tl.zeros([TILE_H * TILE_W, 32], tl.float32)
+    acc32 = tl.zeros([BLOCK, 32], tl.float32)
     for tap in range(9):
         # full-res position read by this stride-2 tap, reflected at the full-res border
         fy = reflect(2 * py + (tap // 3 - 1), H)
         fx = reflect(2 * px + (tap % 3 - 1), W)
-        acc16 = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
-        for k0 in range(0, IM2COL_K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            ci = k // 81
-            ky = (k % 81) // 9
-            kx = k % 9
-            iy = reflect(fy[:, None] + ky[None, :] - 4, H)
-            ix = reflect(fx[:, None] + kx[None, :] - 4, W)
-            a = tl.load(img + ci[None, :] * stride_c + iy * stride_h + ix * stride_w,
-                        mask=valid[:, None] & (k < 243)[None, :], other=0.0)
-            wk = tl.load(w9_ptr + k[:, None] * 16 + c16[None, :])
-            acc16 = tl.dot(a.to(wk.dtype), wk, acc16, input_precision="ieee")
+        # the kernel rows' im2col column offsets, reflected once per tap for all nine rows
+        col = k_in[None, :] * stride_c + reflect(fx[:, None] + k_x[None, :], W) * stride_w
+        if rows_inside:
+            acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK, True)
+        else:
+            acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK, False)
         f16 = tl.maximum(acc16 + b9[None, :], 0.0)
         wg = tl.load(wg_ptr + tap * 16 * 32 + c16[:, None] * 32 + c32[None, :])
         acc32 = tl.dot(f16.to(wg.dtype), wg, acc32, input_precision="ieee")
@@ -138,6 +184,16 @@ def pack_grouped_conv(weight: torch.Tensor, groups: int, dtype: torch.dtype) -> 
     return dense.to(dtype).contiguous()
 
 
+def pack_conv9x9_rows(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The head's 9x9 ``[16, 3, 9, 9]`` -> ``[9 * 32, 16]``: per kernel row ``ky``, rows ``ci * 9 + kx``
+    (zero past 27), the B operands of ``encoder_head_half_kernel``'s row products."""
+    c_out, c_in = weight.shape[:2]
+    rows = weight.permute(2, 1, 3, 0).reshape(9, c_in * 9, c_out)  # [ky, ci * 9 + kx, c_out]
+    padded = rows.new_zeros(9, ROW_K.value, c_out)
+    padded[:, : c_in * 9] = rows
+    return padded.reshape(-1, c_out).to(dtype).contiguous()
+
+
 def pack_conv1x1(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``[c_out, c_in, 1, 1]`` -> ``[c_in, c_out]``."""
     return weight[:, :, 0, 0].t().to(dtype).contiguous()
@@ -147,7 +203,7 @@ def pack_encoder_head(enc1: torch.nn.Sequential, dtype: torch.dtype) -> list[tor
     """The ten operands of ``encoder_head`` from an ``Encoder.enc1`` (layers 0, 2, 4, 6, 8)."""
     conv = [enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
     return [
-        pack_conv9x9_im2col(conv[0].weight, dtype), conv[0].bias,
+        pack_conv9x9_rows(conv[0].weight, dtype), conv[0].bias,
         pack_grouped_conv(conv[1].weight, 16, dtype), conv[1].bias,
         pack_conv1x1(conv[2].weight, dtype), conv[2].bias,
         pack_grouped_conv(conv[3].weight, 32, dtype), conv[3].bias,

@@ -128,12 +128,23 @@ def test_filtermod_resblock(ref, h, w, style_batch, alpha):
 
 
 # --- encoder head ------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w", [(5, 5), (13, 70)])
+def tile_rows_inside(h: int) -> list[bool]:
+    """Per row of half-res tiles of the head's last launch: do its 9x9s read only rows inside the image
+    (its fast path, ``rows_inside`` in encoder_head_half_kernel)?"""
+    tile_h = head.encoder_head_half_kernel.best_config.kwargs["TILE_H"]
+    return [2 * y0 >= 5 and 2 * (y0 + tile_h) + 4 <= h for y0 in range(0, (h + 1) // 2, tile_h)]
+
+
+# 140 rows: the interpreter's 32-row half-res tiles put the middle row of tiles inside (the 9x9 rows'
+# fast path) and the first and last at the borders.
+@pytest.mark.parametrize("h,w", [(5, 5), (13, 70), (140, 13)])
 def test_encoder_head(ref, h, w):
     enc1 = ref.style_encoder.enc1
     image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w)).to(DEVICE)
     out = head.encoder_head(image, *head.pack_encoder_head(enc1, torch.float32))
     assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}")
+    if h == 140 and DEVICE == "cpu":
+        assert tile_rows_inside(h) == [False, True, False]
 
 
 def test_encoder_head_takes_strided_images(ref):
