@@ -38,6 +38,10 @@ from .encoder_head import pack_conv1x1, pack_grouped_conv
 HALO = tl.constexpr(4)  # the 9x9 output convolution's reach
 # Half-res rows (and columns) a full-res tile of side T reads, beyond T / 2: see ``half_window``.
 HALF_MARGIN = tl.constexpr(6)
+# A tile starting at full-res row (column) o, of side T, is interior (the phase path) when
+# o >= INTERIOR_BEFORE and o + T + INTERIOR_AFTER <= H (W): see ``decoder_tail_kernel``.
+INTERIOR_BEFORE = tl.constexpr(8)
+INTERIOR_AFTER = tl.constexpr(12)
 
 
 @triton.jit
@@ -108,39 +112,42 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
 
 
 @triton.jit
-def phase_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, sy, sx, phase, mask, h, w,
-                           wp_ptr, bg_ptr, w1_ptr, b1_ptr,
+def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr, b1_ptr,
                            C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
-    """As ``upsample_grouped_conv_1x1`` at upsampled pixels (2 sy + py, 2 sx + px) of one ``phase``
-    (2 * py + px) away from the upsampled level's border: bilinear x2 + grouped 3x3 as one 3x3 on the
-    ``h x w`` level below, with the phase's composed weights (``pack_up2_grouped_conv``); its rows and
-    columns -1 and h (w) are its first and last, as bilinear x2 clamps them. Each (tap, channel chunk)
-    step is one gather of source pixels, no interpolation: a quarter of the general form's loads."""
+    """As ``upsample_grouped_conv_1x1`` at the upsampled pixels of one ``phase`` (2 * row parity + column
+    parity) over source pixels ``pixel`` (offsets into ``src``, ``row_pixels`` pixels a row), away from
+    every level's border: bilinear x2 + grouped 3x3 as one 3x3 on the level below, with the phase's
+    composed weights (``pack_up2_grouped_conv``). Each (tap, channel chunk) step is one gather of source
+    pixels, no interpolation: a quarter of the general form's loads.
+
+    The interior tiles that call it keep every tap inside the level below (``decoder_tail_kernel``), so
+    tap (dy, dx) is the source pixel ``dy * row_pixels + dx`` away: the offsets are computed once and
+    each step moves them by a constant, where it computed and clamped each tap's coordinates (a step of
+    the 16x16 config on sm_90, Triton 3.6: A 103 -> 80 instructions a thread, B 170 -> 91)."""
     kc = tl.arange(0, BLOCK_K)
     c_out = tl.arange(0, C_OUT)
+    center = pixel[:, None] * C_IN + kc[None, :]  # 32-bit offsets: 64-bit pointers spill on sm_80
     acc = tl.zeros([BLOCK, C_OUT], tl.float32)
     for kk in range(9 * (C_IN // BLOCK_K)):
         tap = kk // (C_IN // BLOCK_K)
         k0 = (kk % (C_IN // BLOCK_K)) * BLOCK_K
-        y = tl.minimum(tl.maximum(sy + (tap // 3 - 1), 0), h - 1)
-        x = tl.minimum(tl.maximum(sx + (tap % 3 - 1), 0), w - 1)
-        pixel = (y - origin_y) * row_pixels + (x - origin_x)
-        v = tl.load(src + pixel[:, None] * C_IN + (k0 + kc)[None, :], mask=mask[:, None], other=0.0)
+        v = tl.load(src + (center + (((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN + k0)))
         wg = tl.load(wp_ptr + (phase * 9 + tap) * C_IN * C_OUT + (k0 + kc)[:, None] * C_OUT + c_out[None, :])
         acc = tl.dot(v.to(wg.dtype), wg, acc, input_precision="ieee")
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
 # With fp32's per-row partial sums of the 9x9 (below) this config spills on sm_80 (Triton 3.6): fp32
-# maps use the 8-warp ones.
-SIXTEEN_WARP_CONFIG = triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 128, "CHUNK_B": 128, "BLOCK_K": 16,
+# maps use the 8-warp ones. 64-pixel A chunks: with 128, sm_80 spills 24-44 bytes of loop invariants
+# (the A window's 77 pixels a phase take two chunks either way).
+SIXTEEN_WARP_CONFIG = triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 128, "BLOCK_K": 16,
                                      "BLOCK_K9": 16}, num_warps=16, num_stages=1)
 
 
 @triton.autotune(
     configs=autotune_configs(
         # A's fp32 FMA dot on [CHUNK_A, 64] x [64, 32] chunks and C's [pixels, 16] accumulator set the
-        # register budget: 8 warps for up to 64-pixel chunks, 16 for 128 (fewer spill in fp32). Spill-free
+        # register budget: 8 warps for 64-pixel chunks, 16 for 128-pixel B chunks. Spill-free
         # with Triton 3.6 and 3.9 (tests/test_triton_compile.py) only so: the 16-warp config's pipelined
         # fp32 loads spilled (num_stages=1), and 16x16 tiles with 64-pixel B chunks spilled in fp16 on sm_80
         # with 3.6 (CHUNK_B=128).
@@ -181,7 +188,6 @@ def decoder_tail_kernel(
     c32 = tl.arange(0, 32)
     c16 = tl.arange(0, 16)
     p = tl.arange(0, TILE_H * TILE_W)
-    b9 = tl.load(b9_ptr + c16).to(tl.float32)
 
     for work in range(tl.program_id(0), N * tiles_per_image, tl.num_programs(0)):
         n = work // tiles_per_image
@@ -193,10 +199,14 @@ def decoder_tail_kernel(
         # The previous tile's B and C must have read the slots before they are overwritten.
         tl.debug_barrier()
         x_n = x_ptr + n.to(tl.int64) * H4 * W4 * 64
-        # A tile whose half-res window and full-res halo keep one pixel off each level's border (almost
-        # every tile of a large image) computes each bilinear x2 + grouped 3x3 phase by phase, as one
-        # 3x3 on the level below; tiles at the border take the general form.
-        interior = (oy >= 8) & (ox >= 8) & (oy + TILE_H + 8 <= H) & (ox + TILE_W + 8 <= W)
+        # A tile whose half-res window and full-res halo keep one pixel off each level's border, and
+        # whose window's 3x3 taps stay inside the quarter-res map (almost every tile of a large image),
+        # computes each bilinear x2 + grouped 3x3 phase by phase, as one 3x3 on the level below; tiles
+        # at the border take the general form. The window's last row is half-res row (oy + TILE_H) / 2 + 2,
+        # whose taps reach quarter-res row (oy + TILE_H) / 4 + 2: hence 12 after the tile
+        # (tests/test_triton_kernels.py checks both margins by enumeration).
+        interior = ((oy >= INTERIOR_BEFORE) & (ox >= INTERIOR_BEFORE)
+                    & (oy + TILE_H + INTERIOR_AFTER <= H) & (ox + TILE_W + INTERIOR_AFTER <= W))
         # Each phase then owns exactly a quarter of A's window and of B's halo tile.
         tl.static_assert(TILE_H % 4 == 0 and TILE_W % 4 == 0, "tile sides must be multiples of 4")
         if interior:
@@ -209,8 +219,8 @@ def decoder_tail_kernel(
                     i = tl.minimum(i, HALF_PIXELS // 4 - 1)  # the padding lanes repeat the last pixel
                     wy = ry + 2 * (i // (HALF_W // 2))
                     wx = rx + 2 * (i % (HALF_W // 2))
-                    f = phase_grouped_conv_1x1(x_n, 0, 0, W4, (hy0 + wy) // 2, (hx0 + wx) // 2, phase, inside,
-                                               H4, W4, wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
+                    f = phase_grouped_conv_1x1(x_n, W4, ((hy0 + wy) // 2) * W4 + (hx0 + wx) // 2, phase,
+                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
                     tl.store(slot_a + (wy * HALF_W + wx)[:, None] * 32 + c32[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:
@@ -232,9 +242,10 @@ def decoder_tail_kernel(
                     i = tl.minimum(i, HALO_PIXELS // 4 - 1)
                     r = phase // 2 + 2 * (i // (HALO_W // 2))
                     q = phase % 2 + 2 * (i % (HALO_W // 2))
-                    f = phase_grouped_conv_1x1(slot_a, hy0, hx0, HALF_W, (oy - HALO + r) // 2, (ox - HALO + q) // 2,
-                                               phase, inside, H2, W2, wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16,
-                                               CHUNK_B, BLOCK_K)
+                    sy = (oy - HALO + r) // 2 - hy0  # the source pixel in A's window
+                    sx = (ox - HALO + q) // 2 - hx0
+                    f = phase_grouped_conv_1x1(slot_a, HALF_W, sy * HALF_W + sx, phase,
+                                               wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
                     tl.store(slot_b + (r * HALO_W + q)[:, None] * 16 + c16[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:
@@ -257,6 +268,8 @@ def decoder_tail_kernel(
         # (weights zero-padded to 256 rows, loads masked past 144).
         ty = p // TILE_W
         tx = p % TILE_W
+        # b9 is loaded per tile: held across the persistent loop, sm_80's fp32 build spills
+        b9 = tl.load(b9_ptr + c16).to(tl.float32)
         acc = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
         for ky in range(9):
             row = ((ty + ky) * HALO_W + tx) * 16

@@ -155,12 +155,49 @@ def test_encoder_head_takes_strided_images(ref):
 
 
 # --- decoder tail ------------------------------------------------------------------------------
-@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1), (18, 19, None), (18, 19, 1)])
+def tail_interior(o: int, tile: int, size: int, after: int | None = None) -> bool:
+    """decoder_tail_kernel's test for the phase path, along one axis (``after``: another margin)."""
+    after = tail.INTERIOR_AFTER.value if after is None else after
+    return o >= tail.INTERIOR_BEFORE.value and o + tile + after <= size
+
+
+def tail_phase_path_violations(after: int) -> tuple[int, int]:
+    """(interior tiles, broken rules) over every tile side and sizes up to 236 rows, with margin ``after``.
+    The phase path has no clamps or reflections: A's taps must read inside the quarter-res map and B's
+    inside A's window, and neither level may be at its first or last row, where the composed 3x3 does
+    not hold. Rows and columns share the algebra."""
+    half_window = lambda o: max(o - tail.HALO.value - 2, 0) // 2  # noqa: E731 (the kernel's half_window)
+    tiles = {c.kwargs["TILE_H"] for c in tail.decoder_tail_kernel.configs} | {16, 32}
+    checked = broken = 0
+    for tile in sorted(tiles):
+        half_rows = tile // 2 + tail.HALF_MARGIN.value
+        for h4 in range(2, 60):
+            for o in range(0, 4 * h4, tile):
+                if not tail_interior(o, tile, 4 * h4, after):
+                    continue
+                checked += 1
+                h0 = half_window(o)
+                for hy in range(h0, h0 + half_rows):  # A: the window's rows and their taps
+                    broken += not (0 < hy < 2 * h4 - 1 and all(0 <= hy // 2 + d < h4 for d in (-1, 0, 1)))
+                for fy in range(o - tail.HALO.value, o + tile + tail.HALO.value):  # B: tile and 9x9 halo
+                    broken += not (0 < fy < 4 * h4 - 1 and all(h0 <= fy // 2 + d < h0 + half_rows for d in (-1, 0, 1)))
+    return checked, broken
+
+
+def test_tail_interior_tiles_stay_inside():
+    checked, broken = tail_phase_path_violations(tail.INTERIOR_AFTER.value)
+    assert checked > 100 and broken == 0
+    # and the margin is the least: a tile one quarter-res row closer to the end breaks a rule
+    assert tail_phase_path_violations(tail.INTERIOR_AFTER.value - 4)[1] > 0
+
+
+@pytest.mark.parametrize("h,w,programs", [(2, 2, None), (9, 5, None), (9, 5, 1), (19, 19, None), (19, 19, 1)])
 def test_decoder_tail(ref, h, w, programs):
     """(9, 5) gives a 36x20 output: two 32x32 tiles per sample; programs=1 walks all four tiles of
-    the batch in one persistent program, reusing its scratch slots. (18, 19): 72x76, 3x3 tiles: the
-    middle one keeps 8 pixels off every border, so it takes the phase-by-phase path, the others the
-    general one (and with programs=1 one program alternates between the two on the same slots).
+    the batch in one persistent program, reusing its scratch slots. (19, 19): 76x76, 3x3 tiles: the
+    middle one is as close to the borders as the phase-by-phase path allows (8 pixels before, 12
+    after), so it takes that path, the others the general one (and with programs=1 one program
+    alternates between the two on the same slots).
 
     The scratch is poisoned with inf, with inf guard bands around it, and numpy raises on invalid
     values: a read of anything the program did not write this tile (another slot, outside the
@@ -177,6 +214,8 @@ def test_decoder_tail(ref, h, w, programs):
     with np.errstate(invalid="raise"):
         out = tail.launch_decoder_tail(nhwc(x), *operands, programs=programs, scratch=scratch)
     assert_close(out, dec3(x), f"decoder tail {h}x{w}")
+    if h == 19 and DEVICE == "cpu":
+        assert [tail_interior(o, 32, 76) for o in (0, 32, 64)] == [False, True, False]
 
 
 # --- modulator -----------------------------------------------------------------------------------
