@@ -25,18 +25,21 @@ def autotune_configs(gpu_configs: list[triton.Config], interpreter_config: trito
     return [interpreter_config] if INTERPRET else gpu_configs
 
 
-class NotForFp32:
-    """``early_config_prune`` of an autotuned kernel: the configs in ``excluded`` are not tried for fp32
-    maps (the dtype of pointer argument ``pointer``). The exact fp32 forms keep a second [pixels, C]
-    partial-sum tile live, which spills in those configs; half maps keep them.
-    tests/test_triton_compile.py compiles only what ``allows``."""
+class ConfigsByMapDtype:
+    """``early_config_prune`` of an autotuned kernel whose configs differ by map dtype (that of pointer
+    argument ``pointer``): those in ``fp32_only`` are tried for fp32 maps only, those in ``half_only``
+    for fp16/bf16 maps only, the rest for both. The exact fp32 forms keep a second [pixels, C]
+    partial-sum tile live and run their products on FMA units, so some configs that suit half maps
+    spill in fp32. tests/test_triton_compile.py compiles only what ``allows``."""
 
-    def __init__(self, pointer: str, excluded: list[triton.Config]):
+    def __init__(self, pointer: str, fp32_only: list[triton.Config] = (), half_only: list[triton.Config] = ()):
         self.pointer = pointer
-        self.excluded = excluded
+        self.fp32_only = list(fp32_only)
+        self.half_only = list(half_only)
 
     def allows(self, config: triton.Config, dtype: str) -> bool:
-        return dtype != "fp32" or all(config is not e for e in self.excluded)
+        excluded = self.half_only if dtype == "fp32" else self.fp32_only
+        return all(config is not e for e in excluded)
 
     def __call__(self, configs, named_args, **kwargs):
         dtype = "fp32" if named_args[self.pointer].dtype == torch.float32 else "half"

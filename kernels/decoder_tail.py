@@ -16,8 +16,8 @@ so it stays in L1/L2; Triton has no addressable shared memory, and a per-program
 barriers is its portable equivalent). The upsampled maps never exist either. In a tile whose maps keep
 off every level's border (almost all of a large image), A and B run one output phase (row and column
 parity) at a time, where bilinear x2 + grouped 3x3 is one 3x3 on the level below with the phase's
-composed weights (``pack_up2_grouped_conv``): a gather of 9 source pixels per output, no interpolation.
-Tiles at the border take the general form: each 3x3 tap samples its bilinear value from the level
+composed weights (``compose_up2_grouped3x3``): a gather of 9 source pixels per output, no interpolation,
+and two fp32 products per output and tap, the grouped convolution's own count. Tiles at the border take the general form: each 3x3 tap samples its bilinear value from the level
 below at the reflected coordinate (each level reflects at its own border, so a tile's halo at level L
 is the level-L feature at the reflected level-L coordinate).
 
@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import NotForFp32, autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
+from ._common import ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
 from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
@@ -113,54 +113,54 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
 
 @triton.jit
 def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr, b1_ptr,
-                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr):
+                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr):
     """As ``upsample_grouped_conv_1x1`` at the upsampled pixels of one ``phase`` (2 * row parity + column
     parity) over source pixels ``pixel`` (offsets into ``src``, ``row_pixels`` pixels a row), away from
     every level's border: bilinear x2 + grouped 3x3 as one 3x3 on the level below, with the phase's
-    composed weights (``pack_up2_grouped_conv``). Each (tap, channel chunk) step is one gather of source
-    pixels, no interpolation: a quarter of the general form's loads.
+    composed fp32 weights ``wp`` [4 phases, 9 taps, C_IN] (``compose_up2_grouped3x3``): a gather of 9
+    source pixels per output, no interpolation.
 
-    The interior tiles that call it keep every tap inside the level below (``decoder_tail_kernel``), so
-    tap (dy, dx) is the source pixel ``dy * row_pixels + dx`` away: the offsets are computed once and
-    each step moves them by a constant, where it computed and clamped each tap's coordinates (a step of
-    the 16x16 config on sm_90, Triton 3.6: A 103 -> 80 instructions a thread, B 170 -> 91)."""
-    kc = tl.arange(0, BLOCK_K)
-    c_out = tl.arange(0, C_OUT)
-    center = pixel[:, None] * C_IN + kc[None, :]  # 32-bit offsets: 64-bit pointers spill on sm_80
+    The grouped convolution runs as what it is, two products per output and tap (inputs 2 co and
+    2 co + 1 feed output co), in fp32 FMAs: 18 per output where a ``tl.dot`` on the block-sparse dense
+    matrix stages C_IN / 2 times the operands for the tensor cores in K-chunks of 16 (a step of the
+    16x16 fp16 config on sm_90 with Triton 3.6 was 80 instructions a thread for 4 of A's 576 products a
+    pixel). The interior tiles that call it keep every tap inside the level below
+    (``decoder_tail_kernel``), so tap (dy, dx) is the source pixel ``dy * row_pixels + dx`` away: the
+    offsets are computed once, each tap moves them by a constant."""
+    co = tl.arange(0, C_OUT)
+    first = pixel[:, None] * C_IN + 2 * co[None, :]  # each group's first input at the pixel itself
     acc = tl.zeros([BLOCK, C_OUT], tl.float32)
-    for kk in range(9 * (C_IN // BLOCK_K)):
-        tap = kk // (C_IN // BLOCK_K)
-        k0 = (kk % (C_IN // BLOCK_K)) * BLOCK_K
-        v = tl.load(src + (center + (((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN + k0)))
-        wg = tl.load(wp_ptr + (phase * 9 + tap) * C_IN * C_OUT + (k0 + kc)[:, None] * C_OUT + c_out[None, :])
-        acc = tl.dot(v.to(wg.dtype), wg, acc, input_precision="ieee")
+    for tap in range(9):
+        step = ((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN
+        w = wp_ptr + (phase * 9 + tap) * C_IN + 2 * co
+        acc += tl.load(w)[None, :] * tl.load(src + (first + step)).to(tl.float32)
+        acc += tl.load(w + 1)[None, :] * tl.load(src + (first + (step + 1))).to(tl.float32)
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
-# With fp32's per-row partial sums of the 9x9 (below) this config spills on sm_80 (Triton 3.6): fp32
-# maps use the 8-warp ones. 64-pixel A chunks: with 128, sm_80 spills 24-44 bytes of loop invariants
-# (the A window's 77 pixels a phase take two chunks either way).
-SIXTEEN_WARP_CONFIG = triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 128, "BLOCK_K": 16,
-                                     "BLOCK_K9": 16}, num_warps=16, num_stages=1)
+def _config(tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"TILE_H": 16, "TILE_W": tile_w, "CHUNK_A": chunk_a, "CHUNK_B": chunk_b, "BLOCK_K": 16,
+                          "BLOCK_K9": 16}, num_warps=warps, num_stages=stages)
+
+
+# The register budget is set by C's [pixels, 16] fp32 accumulator (two in fp32: the per-row partials)
+# and the general path's [CHUNK, 16] dot operands. Spill-free with Triton 3.6 and 3.9 on sm_80 and
+# sm_90 (tests/test_triton_compile.py) only so: half maps pipeline C's loads (3 stages) but not with 16
+# warps, whose 128 registers also want 64-pixel A chunks (with 128, sm_80 spilled loop invariants);
+# 16x16 tiles want 128-pixel B chunks (64 spilled in fp16 on sm_80 with 3.6); fp32 maps take neither
+# 16 warps nor pipelining (sm_80 and sm_90 spilled 12-88 bytes with them).
+HALF_CONFIGS = [_config(16, 64, 128, 8, 3), _config(32, 64, 64, 8, 3), _config(32, 64, 128, 16, 1)]
+FP32_CONFIGS = [_config(16, 64, 128, 8, 1), _config(32, 64, 64, 8, 1)]
 
 
 @triton.autotune(
     configs=autotune_configs(
-        # A's fp32 FMA dot on [CHUNK_A, 64] x [64, 32] chunks and C's [pixels, 16] accumulator set the
-        # register budget: 8 warps for 64-pixel chunks, 16 for 128-pixel B chunks. Spill-free
-        # with Triton 3.6 and 3.9 (tests/test_triton_compile.py) only so: the 16-warp config's pipelined
-        # fp32 loads spilled (num_stages=1), and 16x16 tiles with 64-pixel B chunks spilled in fp16 on sm_80
-        # with 3.6 (CHUNK_B=128).
-        [triton.Config({"TILE_H": 16, "TILE_W": 16, "CHUNK_A": 64, "CHUNK_B": 128, "BLOCK_K": 16, "BLOCK_K9": 16},
-                       num_warps=8),
-         triton.Config({"TILE_H": 16, "TILE_W": 32, "CHUNK_A": 64, "CHUNK_B": 64, "BLOCK_K": 16, "BLOCK_K9": 16},
-                       num_warps=8),
-         SIXTEEN_WARP_CONFIG],
+        HALF_CONFIGS + FP32_CONFIGS,
         triton.Config({"TILE_H": 32, "TILE_W": 32, "CHUNK_A": 512, "CHUNK_B": 2048, "BLOCK_K": 32, "BLOCK_K9": 256},
                       num_warps=4),
     ),
     key=["H4", "W4"],
-    prune_configs_by={"early_config_prune": NotForFp32("out_ptr", [SIXTEEN_WARP_CONFIG])},
+    prune_configs_by={"early_config_prune": ConfigsByMapDtype("out_ptr", FP32_CONFIGS, HALF_CONFIGS)},
 )
 @triton.jit
 def decoder_tail_kernel(
@@ -220,7 +220,7 @@ def decoder_tail_kernel(
                     wy = ry + 2 * (i // (HALF_W // 2))
                     wx = rx + 2 * (i % (HALF_W // 2))
                     f = phase_grouped_conv_1x1(x_n, W4, ((hy0 + wy) // 2) * W4 + (hx0 + wx) // 2, phase,
-                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, BLOCK_K)
+                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A)
                     tl.store(slot_a + (wy * HALF_W + wx)[:, None] * 32 + c32[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:
@@ -245,7 +245,7 @@ def decoder_tail_kernel(
                     sy = (oy - HALO + r) // 2 - hy0  # the source pixel in A's window
                     sx = (ox - HALO + q) // 2 - hx0
                     f = phase_grouped_conv_1x1(slot_a, HALF_W, sy * HALF_W + sx, phase,
-                                               wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B, BLOCK_K)
+                                               wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B)
                     tl.store(slot_b + (r * HALO_W + q)[:, None] * 16 + c16[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:
@@ -308,25 +308,13 @@ def pack_conv9x9_out(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtyp
     return padded.to(dtype).contiguous(), b
 
 
-def pack_up2_grouped_conv(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Grouped 3x3 ``[c_out, 2, 3, 3]`` on a bilinear x2 upsampled map -> per output phase, the 3x3 on the
-    map below (``compose_up2_grouped3x3``) as dense block-sparse ``[4 phases, 9 taps, c_in, c_out]``
-    GEMM operands in ``dtype``."""
-    composed = compose_up2_grouped3x3(weight)  # [phase, tap, c_in]; input channel c feeds output c // 2
-    c_in = composed.shape[-1]
-    dense = composed.new_zeros(4, 9, c_in, c_in // 2)
-    channels = torch.arange(c_in, device=weight.device)
-    dense[:, :, channels, channels // 2] = composed
-    return dense.to(dtype).contiguous()
-
-
 def pack_decoder_tail(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
     """The twelve operands of ``decoder_tail`` from a ``Decoder.dec3`` (conv layers 1, 3, 6, 8, 10)."""
     conv = [dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
     return [
-        pack_grouped_conv(conv[0].weight, 32, dtype), pack_up2_grouped_conv(conv[0].weight, dtype), conv[0].bias,
+        pack_grouped_conv(conv[0].weight, 32, dtype), compose_up2_grouped3x3(conv[0].weight), conv[0].bias,
         pack_conv1x1(conv[1].weight, dtype), conv[1].bias,
-        pack_grouped_conv(conv[2].weight, 16, dtype), pack_up2_grouped_conv(conv[2].weight, dtype), conv[2].bias,
+        pack_grouped_conv(conv[2].weight, 16, dtype), compose_up2_grouped3x3(conv[2].weight), conv[2].bias,
         pack_conv1x1(conv[3].weight, dtype), conv[3].bias,
         *pack_conv9x9_out(conv[4].weight, conv[4].bias, dtype),
     ]

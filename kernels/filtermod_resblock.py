@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import NotForFp32, autotune_configs, check_map_dtype, reflect, tile_pixels
+from ._common import ConfigsByMapDtype, autotune_configs, check_map_dtype, reflect, tile_pixels
 from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
 
 CHANNELS = 64
@@ -59,7 +59,7 @@ WIDE_K_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_war
         triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
     ),
     key=["H", "W"],
-    prune_configs_by={"early_config_prune": NotForFp32("in_ptr", [WIDE_K_CONFIG])},
+    prune_configs_by={"early_config_prune": ConfigsByMapDtype("in_ptr", half_only=[WIDE_K_CONFIG])},
 )
 @triton.jit
 def resblock_conv3x3_kernel(

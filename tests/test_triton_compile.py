@@ -44,7 +44,7 @@ FP32_POINTERS = {
     "instance_stats_merge_kernel": {"part_ptr", "mean_ptr", "std_ptr"},
     "resblock_conv3x3_kernel": {"part_ptr", "x_mean_ptr", "x_std_ptr", "s_mean_ptr", "s_std_ptr", "alpha_ptr"},
     "modulator_pool_kernel": {"w_ptr", "b_ptr", "out_ptr"},
-    "decoder_tail_kernel": {"b9_ptr"},
+    "decoder_tail_kernel": {"wp1_ptr", "wp2_ptr", "b9_ptr"},
 }
 FLOAT_SCALARS = {"eps"}
 

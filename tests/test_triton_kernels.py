@@ -248,13 +248,16 @@ def test_custom_ops_pass_opcheck(ref):
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
-def test_fp32_maps_skip_the_configs_their_partial_sums_spill():
-    """The exact fp32 forms keep per-tap (per-row) partial sums in a second accumulator tile; the GPU
-    configs that then spill are pruned for fp32 maps only (tests/test_triton_compile.py compiles the rest)."""
-    for kernel, pointer, spilling in ((resblock.resblock_conv3x3_kernel, "in_ptr", resblock.WIDE_K_CONFIG),
-                                      (tail.decoder_tail_kernel, "out_ptr", tail.SIXTEEN_WARP_CONFIG)):
-        other = triton.Config({}, num_warps=4)
+def test_configs_follow_the_map_dtype():
+    """The exact fp32 forms keep per-tap (per-row) partial sums in a second accumulator tile and run
+    their products on FMA units: the GPU configs that then spill are tried for half maps only, and the
+    tail has fp32 configs of its own (tests/test_triton_compile.py compiles each for its dtypes)."""
+    other = triton.Config({}, num_warps=4)
+    cases = ((resblock.resblock_conv3x3_kernel, "in_ptr", [], [resblock.WIDE_K_CONFIG]),
+             (tail.decoder_tail_kernel, "out_ptr", tail.FP32_CONFIGS, tail.HALF_CONFIGS))
+    for kernel, pointer, fp32_only, half_only in cases:
         prune = kernel.early_config_prune
-        assert prune([other, spilling], {pointer: torch.empty(1)}) == [other]
+        configs = [other, *fp32_only, *half_only]
+        assert prune(configs, {pointer: torch.empty(1)}) == [other, *fp32_only]
         for dtype in (torch.float16, torch.bfloat16):
-            assert prune([other, spilling], {pointer: torch.empty(1, dtype=dtype)}) == [other, spilling]
+            assert prune(configs, {pointer: torch.empty(1, dtype=dtype)}) == [other, *half_only]
