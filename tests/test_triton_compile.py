@@ -42,7 +42,8 @@ HOT = {
 FP32_POINTERS = {
     "instance_stats_partials_kernel": {"part_ptr"},
     "instance_stats_merge_kernel": {"part_ptr", "mean_ptr", "std_ptr"},
-    "resblock_conv3x3_kernel": {"part_ptr", "x_mean_ptr", "x_std_ptr", "s_mean_ptr", "s_std_ptr", "alpha_ptr"},
+    "resblock_conv3x3_kernel": {"part_ptr", "affine_ptr"},
+    "featmod_affine_kernel": {"x_mean_ptr", "x_std_ptr", "s_mean_ptr", "s_std_ptr", "alpha_ptr", "affine_ptr"},
     "modulator_pool_kernel": {"w_ptr", "b_ptr", "out_ptr"},
     "decoder_tail_kernel": {"wp1_ptr", "wp2_ptr", "b9_ptr"},
 }
@@ -61,6 +62,7 @@ KERNELS = [
     ("instance_stats", "instance_stats_partials_kernel", [dict(C=64)]),
     ("instance_stats", "instance_stats_merge_kernel", [dict(C=64, BLOCK_T=64)]),
     ("filtermod_resblock", "resblock_conv3x3_kernel", [dict(v, C=64) for v in RESBLOCK_VARIANTS]),
+    ("filtermod_resblock", "featmod_affine_kernel", [dict(C=64)]),
     ("encoder_head", "encoder_head_half_kernel", [{}]),
     ("encoder_head", "encoder_head_quarter_kernel", [{}]),
     ("decoder_tail", "decoder_tail_kernel", [{}]),
