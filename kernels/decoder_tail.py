@@ -138,8 +138,8 @@ def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
-def _config(tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"TILE_H": 16, "TILE_W": tile_w, "CHUNK_A": chunk_a, "CHUNK_B": chunk_b, "BLOCK_K": 16,
+def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config({"TILE_H": tile_h, "TILE_W": tile_w, "CHUNK_A": chunk_a, "CHUNK_B": chunk_b, "BLOCK_K": 16,
                           "BLOCK_K9": 16}, num_warps=warps, num_stages=stages)
 
 
@@ -149,8 +149,12 @@ def _config(tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int) ->
 # warps, whose 128 registers also want 64-pixel A chunks (with 128, sm_80 spilled loop invariants);
 # 16x16 tiles want 128-pixel B chunks (64 spilled in fp16 on sm_80 with 3.6); fp32 maps take neither
 # 16 warps nor pipelining (sm_80 and sm_90 spilled 12-88 bytes with them).
-HALF_CONFIGS = [_config(16, 64, 128, 8, 3), _config(32, 64, 64, 8, 3), _config(32, 64, 128, 16, 1)]
-FP32_CONFIGS = [_config(16, 64, 128, 8, 1), _config(32, 64, 64, 8, 1)]
+# 32x32 tiles recompute the least at their borders (A 1.9x its half-res pixels, B 1.6x the full-res
+# ones, against 3.1x and 2.25x for 16x16), for half maps only: fp32's two [1024, 16] accumulators do
+# not fit 8 warps' registers.
+HALF_CONFIGS = [_config(16, 16, 64, 128, 8, 3), _config(16, 32, 64, 64, 8, 3), _config(16, 32, 64, 128, 16, 1),
+                _config(32, 32, 64, 128, 8, 3)]
+FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1), _config(16, 32, 64, 64, 8, 1)]
 
 
 @triton.autotune(
@@ -337,8 +341,10 @@ def launch_decoder_tail(x: torch.Tensor, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w
     n, h, w, _ = x.shape
     out = x.new_empty(n, 3, 4 * h, 4 * w)
     # The program count (and so the scratch) is fixed before the autotuner picks a tile: size the
-    # slots for the largest of any config, the count for the smallest tile.
-    configs = [c.kwargs for c in decoder_tail_kernel.configs]
+    # slots for the largest config the map dtype may take, the count for the smallest tile.
+    allowed = decoder_tail_kernel.early_config_prune.allows
+    dtype = "fp32" if x.dtype == torch.float32 else "half"
+    configs = [c.kwargs for c in decoder_tail_kernel.configs if allowed(c, dtype)]
     if programs is None:
         smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
         programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest))
