@@ -56,8 +56,9 @@ def check_map_dtype(x: torch.Tensor) -> None:
         raise TypeError(f"the Triton kernels take float32, float16 or bfloat16 maps, got {x.dtype}")
 
 
-def persistent_programs(device: torch.device, work_items: int, per_sm: int = 4) -> int:
-    """Program count for a persistent kernel: enough to fill the GPU, never more than the work."""
+def persistent_programs(device: torch.device, work_items: int, per_sm: int) -> int:
+    """Program count for a persistent kernel: ``per_sm`` (as many as can be resident at once) an SM,
+    never more than the work."""
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         return max(1, min(work_items, sms * per_sm))

@@ -347,7 +347,9 @@ def launch_decoder_tail(x: torch.Tensor, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w
     configs = [c.kwargs for c in decoder_tail_kernel.configs if allowed(c, dtype)]
     if programs is None:
         smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
-        programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest))
+        # Two programs an SM: no config has more resident (at 8 warps they take 106-255 registers a
+        # thread, at 16 warps 128; tests/test_triton_compile.py), and each keeps a scratch slot.
+        programs = persistent_programs(x.device, n * triton.cdiv(16 * h * w, smallest), per_sm=2)
     if scratch is None:
         scratch = x.new_empty(programs, max(slot_elements(c) for c in configs))
     decoder_tail_kernel[(programs,)](x, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w2, b2, w9, b9, out, scratch, n, h, w)
