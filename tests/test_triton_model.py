@@ -2,7 +2,8 @@
 
 Without CUDA this runs in Triton's CPU interpreter on small odd shapes (fp32, the rule of
 reference_check.py: 1e-5, else within 2x the fp32 reference's own distance to float64 and 1e-4;
-measured on these shapes: 2e-6 .. 2.4e-5 with outputs up to 13). The GPU-marked tests cover
+measured on these shapes: 2e-6 .. 2.4e-5 with outputs up to 13), and one fp16 case for the half
+paths' operands and casts. The GPU-marked tests cover
 large images, fp16/bf16 quality and torch.compile over the module.
 """
 
