@@ -41,9 +41,13 @@ class ConfigsByMapDtype:
         excluded = self.half_only if dtype == "fp32" else self.fp32_only
         return all(config is not e for e in excluded)
 
-    def __call__(self, configs, named_args, **kwargs):
-        dtype = "fp32" if named_args[self.pointer].dtype == torch.float32 else "half"
+    def for_maps(self, configs: list[triton.Config], map_dtype: torch.dtype) -> list[triton.Config]:
+        """The configs a map of ``map_dtype`` may take (all of them if the lists exclude every one)."""
+        dtype = "fp32" if map_dtype == torch.float32 else "half"
         return [c for c in configs if self.allows(c, dtype)] or configs
+
+    def __call__(self, configs, named_args, **kwargs):
+        return self.for_maps(configs, named_args[self.pointer].dtype)
 
 
 def launched_config(kernel) -> dict:
@@ -63,6 +67,31 @@ def persistent_programs(device: torch.device, work_items: int, per_sm: int) -> i
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         return max(1, min(work_items, sms * per_sm))
     return max(1, work_items)
+
+
+@triton.jit
+def partial_sum_start(acc, EXACT: tl.constexpr):
+    """The accumulator a group of products (a tap, a kernel row) sums into: with ``EXACT`` (fp32 maps) a
+    fresh zero partial, added to ``acc`` by ``partial_sum_end``; else ``acc`` itself (half maps: the
+    tensor cores' one fp32 chain). One FMA chain over a whole convolution (576 products in a residual
+    block's 3x3, 1,296 in the tail's 9x9) rounded about twice as far from float64 as PyTorch's
+    convolutions (csrc/resblock_impl.cuh). The partial must be a loop result: ``acc + tl.dot(a, b)``
+    would be folded back into ``tl.dot(a, b, acc)``, one chain again."""
+    if EXACT:
+        part = tl.zeros(acc.shape, tl.float32)
+    else:
+        part = acc
+    return part
+
+
+@triton.jit
+def partial_sum_end(acc, part, EXACT: tl.constexpr):
+    """``acc`` after the group of products that ``partial_sum_start`` began."""
+    if EXACT:
+        total = acc + part
+    else:
+        total = part
+    return total
 
 
 @triton.jit

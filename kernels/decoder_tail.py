@@ -17,9 +17,10 @@ barriers is its portable equivalent). The upsampled maps never exist either. In 
 off every level's border (almost all of a large image), A and B run one output phase (row and column
 parity) at a time, where bilinear x2 + grouped 3x3 is one 3x3 on the level below with the phase's
 composed weights (``compose_up2_grouped3x3``): a gather of 9 source pixels per output, no interpolation,
-and two fp32 products per output and tap, the grouped convolution's own count. Tiles at the border take the general form: each 3x3 tap samples its bilinear value from the level
-below at the reflected coordinate (each level reflects at its own border, so a tile's halo at level L
-is the level-L feature at the reflected level-L coordinate).
+and two fp32 products per output and tap, the grouped convolution's own count. Tiles at the border
+take the general form: each 3x3 tap samples its bilinear value from the level below at the reflected
+coordinate (each level reflects at its own border, so a tile's halo at level L is the level-L feature
+at the reflected level-L coordinate).
 
 The price of keeping the maps off DRAM is recomputation at the tile borders: B covers
 ``(T + 8)^2 / T^2`` of the tile's pixels, A ``(T/2 + 6)^2 / (T/2)^2`` of its half-res pixels.
@@ -31,7 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype, persistent_programs, reflect
+from ._common import (ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype,
+                      partial_sum_end, partial_sum_start, persistent_programs, reflect)
 from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
@@ -277,21 +279,13 @@ def decoder_tail_kernel(
         acc = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
         for ky in range(9):
             row = ((ty + ky) * HALO_W + tx) * 16
-            if out_ptr.dtype.element_ty == tl.float32:
-                # Exact fp32: a partial per kernel row (144 products), a loop result so that it is not
-                # folded back into one chain of 1296 (see filtermod_resblock.py).
-                part = tl.zeros([TILE_H * TILE_W, 16], tl.float32)
-            else:
-                part = acc
+            part = partial_sum_start(acc, out_ptr.dtype.element_ty == tl.float32)  # fp32: per kernel row
             for j0 in range(0, 144, BLOCK_K9):
                 j = j0 + tl.arange(0, BLOCK_K9)
                 v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
                 w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
                 part = tl.dot(v, w_row, part, input_precision="ieee")
-            if out_ptr.dtype.element_ty == tl.float32:
-                acc += part
-            else:
-                acc = part
+            acc = partial_sum_end(acc, part, out_ptr.dtype.element_ty == tl.float32)
         y = acc + b9[None, :]
         oyy = oy + ty
         oxx = ox + tx
@@ -342,9 +336,7 @@ def launch_decoder_tail(x: torch.Tensor, wg1, wp1, bg1, w1, b1, wg2, wp2, bg2, w
     out = x.new_empty(n, 3, 4 * h, 4 * w)
     # The program count (and so the scratch) is fixed before the autotuner picks a tile: size the
     # slots for the largest config the map dtype may take, the count for the smallest tile.
-    allowed = decoder_tail_kernel.early_config_prune.allows
-    dtype = "fp32" if x.dtype == torch.float32 else "half"
-    configs = [c.kwargs for c in decoder_tail_kernel.configs if allowed(c, dtype)]
+    configs = [c.kwargs for c in decoder_tail_kernel.early_config_prune.for_maps(decoder_tail_kernel.configs, x.dtype)]
     if programs is None:
         smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
         # Two programs an SM: no config has more resident (at 8 warps they take 106-255 registers a

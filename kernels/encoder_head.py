@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, reflect, tile_pixels
+from ._common import autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start, reflect, tile_pixels
 
 
 # The 9x9's im2col columns of one kernel row: (input channel, kx) = 3 * 9 = 27, padded to a power of two.
@@ -49,12 +49,7 @@ def conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK: tl.constexpr, ROWS_INSI
         top = img + (fy - 4)[:, None] * stride_h + col
     acc = tl.zeros([BLOCK, 16], tl.float32)
     for ky0 in range(0, 9, 3):
-        if img.dtype.element_ty == tl.float32:
-            # Exact fp32: a partial per three kernel rows (81 products), a loop result so that it is not
-            # folded back into one chain of 243 (see filtermod_resblock.py).
-            part = tl.zeros([BLOCK, 16], tl.float32)
-        else:
-            part = acc
+        part = partial_sum_start(acc, img.dtype.element_ty == tl.float32)  # fp32: per three kernel rows
         for ky in range(ky0, ky0 + 3):
             if ROWS_INSIDE:
                 a = tl.load(top + ky * stride_h)
@@ -63,10 +58,7 @@ def conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK: tl.constexpr, ROWS_INSI
                 a = tl.load(img + iy[:, None] * stride_h + col)
             wk = tl.load(w9_ptr + (k + ky * ROW_K)[:, None] * 16 + c16[None, :])
             part = tl.dot(a.to(wk.dtype), wk, part, input_precision="ieee")
-        if img.dtype.element_ty == tl.float32:
-            acc += part
-        else:
-            acc = part
+        acc = partial_sum_end(acc, part, img.dtype.element_ty == tl.float32)
     return acc
 
 

@@ -23,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import ConfigsByMapDtype, autotune_configs, check_map_dtype, reflect, tile_pixels
+from ._common import (ConfigsByMapDtype, autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start,
+                      reflect, tile_pixels)
 from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
 
 CHANNELS = 64
@@ -99,14 +100,7 @@ def resblock_conv3x3_kernel(
     for tap in range(9):
         iy = reflect(py + (tap // 3 - 1), H)
         ix = reflect(px + (tap % 3 - 1), W)
-        if in_ptr.dtype.element_ty == tl.float32:
-            # Exact fp32: each tap's 64 products sum into a partial of their own, then into the total.
-            # One FMA chain of 576 rounded about twice as far from float64 as PyTorch's convolutions
-            # (csrc/resblock_impl.cuh). The partial is a loop result: ``acc + tl.dot(a, b)`` would be
-            # folded back into ``tl.dot(a, b, acc)``, one chain again.
-            part = tl.zeros([TILE_H * TILE_W, C], tl.float32)
-        else:
-            part = acc  # half maps: tensor cores, one fp32 accumulator chain
+        part = partial_sum_start(acc, in_ptr.dtype.element_ty == tl.float32)  # fp32: per tap (64 products)
         for k0 in range(0, C, BLOCK_K):
             v = tl.load(in_ptr + sample + (iy * W + ix)[:, None] * C + (k0 + kc)[None, :], mask=valid[:, None],
                         other=0.0)
@@ -118,10 +112,7 @@ def resblock_conv3x3_kernel(
             w_tap = tl.load(w_ptr + tap * C * C + (k0 + kc)[:, None] * C + c[None, :])  # [c_in chunk, c_out]
             # "ieee": exact fp32 products (TF32 would lose the 1e-4 contract); no effect on half operands.
             part = tl.dot(v.to(w_tap.dtype), w_tap, part, input_precision="ieee")
-        if in_ptr.dtype.element_ty == tl.float32:
-            acc += part
-        else:
-            acc = part
+        acc = partial_sum_end(acc, part, in_ptr.dtype.element_ty == tl.float32)
 
     if FEATMOD:
         a = tl.load(affine_ptr + n * 2 * C + c)
