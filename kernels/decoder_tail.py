@@ -140,9 +140,10 @@ def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
-def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int) -> triton.Config:
+def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, stages: int,
+            maxnreg: int | None = None) -> triton.Config:
     return triton.Config({"TILE_H": tile_h, "TILE_W": tile_w, "CHUNK_A": chunk_a, "CHUNK_B": chunk_b, "BLOCK_K": 16,
-                          "BLOCK_K9": 16}, num_warps=warps, num_stages=stages)
+                          "BLOCK_K9": 16}, num_warps=warps, num_stages=stages, maxnreg=maxnreg)
 
 
 # The register budget is set by C's [pixels, 16] fp32 accumulator (two in fp32: the per-row partials)
@@ -154,9 +155,12 @@ def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, st
 # 32x32 tiles recompute the least at their borders (A 1.9x its half-res pixels, B 1.6x the full-res
 # ones, against 3.1x and 2.25x for 16x16), for half maps only: fp32's two [1024, 16] accumulators do
 # not fit 8 warps' registers.
+# fp32 16x16 with aligned pointers (what the JIT compiles): left to itself, ptxas holds sm_80 to 128
+# registers and spills 96-100 bytes. Capped at 176-200 it spills in no form (aligned or not, sm_80 or
+# sm_90, Triton 3.6 or 3.9; 184: sm_80 184 registers, sm_90 113-140); caps of 128-168 spilled in one.
 HALF_CONFIGS = [_config(16, 16, 64, 128, 8, 3), _config(16, 32, 64, 64, 8, 3), _config(16, 32, 64, 128, 16, 1),
                 _config(32, 32, 64, 128, 8, 3)]
-FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1), _config(16, 32, 64, 64, 8, 1)]
+FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1, maxnreg=184), _config(16, 32, 64, 64, 8, 1)]
 
 
 @triton.autotune(
