@@ -115,28 +115,41 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
 
 @triton.jit
 def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr, b1_ptr,
-                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, ON_TENSOR_CORES: tl.constexpr):
     """As ``upsample_grouped_conv_1x1`` at the upsampled pixels of one ``phase`` (2 * row parity + column
     parity) over source pixels ``pixel`` (offsets into ``src``, ``row_pixels`` pixels a row), away from
     every level's border: bilinear x2 + grouped 3x3 as one 3x3 on the level below, with the phase's
     composed fp32 weights ``wp`` [4 phases, 9 taps, C_IN] (``compose_up2_grouped3x3``): a gather of 9
-    source pixels per output, no interpolation.
+    source pixels per output, no interpolation. The interior tiles that call it keep every tap inside
+    the level below (``decoder_tail_kernel``), so tap (dy, dx) is the source pixel ``dy * row_pixels + dx``
+    away: the offsets are computed once, each tap moves them by a constant.
 
-    The grouped convolution runs as what it is, two products per output and tap (inputs 2 co and
-    2 co + 1 feed output co), in fp32 FMAs: 18 per output where a ``tl.dot`` on the block-sparse dense
-    matrix stages C_IN / 2 times the operands for the tensor cores in K-chunks of 16 (a step of the
-    16x16 fp16 config on sm_90 with Triton 3.6 was 80 instructions a thread for 4 of A's 576 products a
-    pixel). The interior tiles that call it keep every tap inside the level below
-    (``decoder_tail_kernel``), so tap (dy, dx) is the source pixel ``dy * row_pixels + dx`` away: the
-    offsets are computed once, each tap moves them by a constant."""
+    Each tap's grouped convolution (inputs 2 co and 2 co + 1 feed output co) runs one of two ways:
+    - as what it is, two fp32 FMAs per output (``ON_TENSOR_CORES`` False): exact fp32, and for A's
+      64 -> 32 cheaper than a dot, whose operand staging for the tensor cores grows with C_IN;
+    - as one ``tl.dot`` of the tap's [BLOCK, C_IN] pixels, loaded whole (vectorized), with the
+      block-sparse dense [C_IN, C_OUT] matrix built from ``wp`` in registers and rounded to the map
+      dtype (half maps only). For B's 32 -> 16 this is the cheaper form: aligned 16x16 fp16 build on
+      sm_90 with Triton 3.6, 711 instructions a thread per 128-pixel chunk against 1,206 for the FMAs."""
     co = tl.arange(0, C_OUT)
-    first = pixel[:, None] * C_IN + 2 * co[None, :]  # each group's first input at the pixel itself
     acc = tl.zeros([BLOCK, C_OUT], tl.float32)
-    for tap in range(9):
-        step = ((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN
-        w = wp_ptr + (phase * 9 + tap) * C_IN + 2 * co
-        acc += tl.load(w)[None, :] * tl.load(src + (first + step)).to(tl.float32)
-        acc += tl.load(w + 1)[None, :] * tl.load(src + (first + (step + 1))).to(tl.float32)
+    if ON_TENSOR_CORES:
+        k = tl.arange(0, C_IN)
+        center = pixel[:, None] * C_IN + k[None, :]
+        feeds = (k[:, None] // 2) == co[None, :]  # the dense matrix's nonzero pattern
+        for tap in range(9):
+            step = ((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN
+            v = tl.load(src + (center + step))
+            wp = tl.load(wp_ptr + (phase * 9 + tap) * C_IN + k)
+            w = tl.where(feeds, wp[:, None], 0.0).to(v.dtype)
+            acc = tl.dot(v, w, acc, input_precision="ieee")
+    else:
+        first = pixel[:, None] * C_IN + 2 * co[None, :]  # each group's first input at the pixel itself
+        for tap in range(9):
+            step = ((tap // 3 - 1) * row_pixels + (tap % 3 - 1)) * C_IN
+            w = wp_ptr + (phase * 9 + tap) * C_IN + 2 * co
+            acc += tl.load(w)[None, :] * tl.load(src + (first + step)).to(tl.float32)
+            acc += tl.load(w + 1)[None, :] * tl.load(src + (first + (step + 1))).to(tl.float32)
     return relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT)
 
 
@@ -230,7 +243,7 @@ def decoder_tail_kernel(
                     wy = ry + 2 * (i // (HALF_W // 2))
                     wx = rx + 2 * (i % (HALF_W // 2))
                     f = phase_grouped_conv_1x1(x_n, W4, ((hy0 + wy) // 2) * W4 + (hx0 + wx) // 2, phase,
-                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A)
+                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, False)
                     tl.store(slot_a + (wy * HALF_W + wx)[:, None] * 32 + c32[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:
@@ -255,7 +268,8 @@ def decoder_tail_kernel(
                     sy = (oy - HALO + r) // 2 - hy0  # the source pixel in A's window
                     sx = (ox - HALO + q) // 2 - hx0
                     f = phase_grouped_conv_1x1(slot_a, HALF_W, sy * HALF_W + sx, phase,
-                                               wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B)
+                                               wp2_ptr, bg2_ptr, w2_ptr, b2_ptr, 32, 16, CHUNK_B,
+                                               scratch_ptr.dtype.element_ty != tl.float32)
                     tl.store(slot_b + (r * HALO_W + q)[:, None] * 16 + c16[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:

@@ -1,8 +1,8 @@
 """Each Triton kernel (through its custom op) against its plain PyTorch counterpart, on small odd shapes.
 
-On a machine without CUDA these run in Triton's CPU interpreter (tests/conftest.py), fp32 only: the
-interpreter has no bf16 arithmetic, and fp16/bf16 quality is judged on the whole model on a GPU
-(test_triton_model.py). Tolerances are fp32 summation-order noise of single stages whose outputs are
+On a machine without CUDA these run in Triton's CPU interpreter (tests/conftest.py), fp32 (and fp16
+where a kernel has a form of its own for half maps): the interpreter has no bf16 arithmetic, and
+fp16/bf16 quality is judged on the whole model on a GPU (test_triton_model.py). Tolerances are fp32 summation-order noise of single stages whose outputs are
 O(0.1..10): 1e-5 absolute (measured: 1e-7 .. 6e-6), never widened to pass.
 
 Shapes are chosen against the interpreter's tile sizes (16x16 at quarter resolution, 32x32 at half and
@@ -216,6 +216,26 @@ def test_decoder_tail(ref, h, w, programs):
     assert_close(out, dec3(x), f"decoder tail {h}x{w}")
     if h == 19 and DEVICE == "cpu":
         assert [tail_interior(o, 32, 76) for o in (0, 32, 64)] == [False, True, False]
+
+
+HALF_EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decoder_tail_half_maps(ref, dtype):
+    """Half maps take their own forms: the phase path's B on tensor cores with the composed weights
+    rounded to the map dtype, A's and B's maps stored in it. Against the fp32 ``dec3`` of the same
+    (rounded) input, at 76x76 (the middle tile on the phase path): within 4 units of the map dtype's
+    rounding at the output's scale (fp16 in the interpreter, 2026-11-26: 1.4 units, the same with B
+    as FMAs; a wrong nonzero pattern in B's matrix gave 555)."""
+    if dtype == torch.bfloat16 and DEVICE == "cpu":
+        pytest.skip("the interpreter has no bf16 arithmetic")
+    dec3 = ref.decoder.dec3
+    x = randn(361, 2, 64, 19, 19, scale=0.5).relu().to(dtype)
+    out = tail.decoder_tail(nhwc(x), *tail.pack_decoder_tail(dec3, dtype))
+    expected = dec3(x.float())
+    assert out.dtype == dtype
+    assert_close(out, expected, f"decoder tail {dtype}", tol=4 * HALF_EPS[dtype] * expected.abs().max().item())
 
 
 # --- modulator -----------------------------------------------------------------------------------
