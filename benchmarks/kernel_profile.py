@@ -40,6 +40,23 @@ def profile_table(backend: str, device: torch.device, dtype: torch.dtype, height
     return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=70)
 
 
+def autotune_choices() -> str:
+    """The config each autotuned Triton kernel settled on, per autotune key (its problem sizes): what
+    the profiled forward ran, and which entries of the config lists earn their place."""
+    import importlib
+
+    import triton
+
+    lines = []
+    for module in ("encoder_head", "filtermod_resblock", "instance_stats", "modulator_pool", "decoder_tail"):
+        kernels = importlib.import_module(f"microast_fast.kernels.{module}")
+        for name, kernel in sorted(vars(kernels).items()):
+            if isinstance(kernel, triton.runtime.Autotuner):
+                for key, config in kernel.cache.items():
+                    lines.append(f"{name} {key}: {config}")
+    return "autotuned configs:\n" + ("\n".join(lines) if lines else "(none tuned)")
+
+
 def profiler_range(backend: str, device: torch.device, dtype: torch.dtype, height: int, width: int,
                    warmup: int) -> str:
     """Warm-up forwards, then one forward between cudaProfilerStart and cudaProfilerStop: what
@@ -87,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 table = profiler_range(backend, device, dtype, height, width, args.warmup)
             else:
                 table = profile_table(backend, device, dtype, height, width, args.warmup, args.rows)
+                if backend == "triton":
+                    table += "\n" + autotune_choices()
         except Exception as exc:  # one backend failing must not cost the others' tables
             failed = 1
             table = f"failed: {type(exc).__name__}: {exc}"

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from microast_fast import bench
@@ -52,6 +53,31 @@ def test_kernel_profile_writes_a_table_per_backend(tmp_path):
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "profile_torch_24x20_float32.txt").read_text()
     assert "aten::" in table and "Self CPU time total" in table
+
+
+def test_kernel_profile_lists_the_autotuned_configs():
+    """On a GPU the Triton table ends with each autotuned kernel's chosen config per key (the
+    interpreter tunes nothing: one config each)."""
+    pytest.importorskip("triton")
+    import importlib.util
+
+    from microast_fast.kernels import decoder_tail
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("kernel_profile", os.path.join(root, "benchmarks", "kernel_profile.py"))
+    kernel_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_profile)
+    tuner = decoder_tail.decoder_tail_kernel
+    saved = dict(tuner.cache)
+    try:
+        tuner.cache.clear()
+        assert kernel_profile.autotune_choices().endswith("(none tuned)")
+        tuner.cache[(540, 1024, "torch.float16")] = tuner.configs[0]
+        listed = kernel_profile.autotune_choices()
+    finally:
+        tuner.cache.clear()
+        tuner.cache.update(saved)
+    assert f"decoder_tail_kernel (540, 1024, 'torch.float16'): {tuner.configs[0]}" in listed
 
 
 def test_ncu_profile_says_what_is_missing(tmp_path):
