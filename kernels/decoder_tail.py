@@ -125,12 +125,14 @@ def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr
     away: the offsets are computed once, each tap moves them by a constant.
 
     Each tap's grouped convolution (inputs 2 co and 2 co + 1 feed output co) runs one of two ways:
-    - as what it is, two fp32 FMAs per output (``ON_TENSOR_CORES`` False): exact fp32, and for A's
-      64 -> 32 cheaper than a dot, whose operand staging for the tensor cores grows with C_IN;
-    - as one ``tl.dot`` of the tap's [BLOCK, C_IN] pixels, loaded whole (vectorized), with the
-      block-sparse dense [C_IN, C_OUT] matrix built from ``wp`` in registers and rounded to the map
-      dtype (half maps only). For B's 32 -> 16 this is the cheaper form: aligned 16x16 fp16 build on
-      sm_90 with Triton 3.6, 711 instructions a thread per 128-pixel chunk against 1,206 for the FMAs."""
+    - for half maps (``ON_TENSOR_CORES``), one ``tl.dot`` of the tap's [BLOCK, C_IN] pixels, loaded
+      whole (vectorized), with the block-sparse dense [C_IN, C_OUT] matrix built in registers from
+      ``wp`` and rounded to the map dtype. Its cost is mostly fixed per tap and chunk, so it is the
+      cheaper form, the more so for large chunks: the aligned 16x16 fp16 build on sm_90, Triton 3.6,
+      took 1,356 -> 622 instructions a thread per 128-pixel B chunk (sm_80: 1,358 -> 505) and 1,354 ->
+      1,033 per 64-pixel A chunk; 32x32 tiles, 1,378 -> 687;
+    - for fp32 maps, as what it is: two fp32 FMAs per output, exact, where a dot would make C_IN / 2
+      times the products on FMA units."""
     co = tl.arange(0, C_OUT)
     acc = tl.zeros([BLOCK, C_OUT], tl.float32)
     if ON_TENSOR_CORES:
@@ -167,12 +169,14 @@ def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, st
 # 16 warps nor pipelining (sm_80 and sm_90 spilled 12-88 bytes with them).
 # 32x32 tiles recompute the least at their borders (A 1.9x its half-res pixels, B 1.6x the full-res
 # ones, against 3.1x and 2.25x for 16x16), for half maps only: fp32's two [1024, 16] accumulators do
-# not fit 8 warps' registers.
+# not fit 8 warps' registers. Unpipelined: with 3 stages sm_80 spilled in A's loop; the SASS of an
+# interior tile (aligned, sm_90, Triton 3.6) comes to about 130 warp instructions an output pixel,
+# against about 370 for the 16x16 config.
 # fp32 16x16 with aligned pointers (what the JIT compiles): left to itself, ptxas holds sm_80 to 128
 # registers and spills 96-100 bytes. Capped at 176-200 it spills in no form (aligned or not, sm_80 or
 # sm_90, Triton 3.6 or 3.9; 184: sm_80 184 registers, sm_90 113-140); caps of 128-168 spilled in one.
 HALF_CONFIGS = [_config(16, 16, 64, 128, 8, 3), _config(16, 32, 64, 64, 8, 3), _config(16, 32, 64, 128, 16, 1),
-                _config(32, 32, 64, 128, 8, 3)]
+                _config(32, 32, 64, 128, 8, 1)]
 FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1, maxnreg=184), _config(16, 32, 64, 64, 8, 1)]
 
 
@@ -243,7 +247,8 @@ def decoder_tail_kernel(
                     wy = ry + 2 * (i // (HALF_W // 2))
                     wx = rx + 2 * (i % (HALF_W // 2))
                     f = phase_grouped_conv_1x1(x_n, W4, ((hy0 + wy) // 2) * W4 + (hx0 + wx) // 2, phase,
-                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A, False)
+                                               wp1_ptr, bg1_ptr, w1_ptr, b1_ptr, 64, 32, CHUNK_A,
+                                               scratch_ptr.dtype.element_ty != tl.float32)
                     tl.store(slot_a + (wy * HALF_W + wx)[:, None] * 32 + c32[None, :],
                              f.to(scratch_ptr.dtype.element_ty), mask=inside[:, None])
         else:

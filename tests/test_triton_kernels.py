@@ -223,11 +223,11 @@ HALF_EPS = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_decoder_tail_half_maps(ref, dtype):
-    """Half maps take their own forms: the phase path's B on tensor cores with the composed weights
-    rounded to the map dtype, A's and B's maps stored in it. Against the fp32 ``dec3`` of the same
+    """Half maps take their own forms: the phase path's grouped 3x3s on tensor cores with the composed
+    weights rounded to the map dtype, A's and B's maps stored in it. Against the fp32 ``dec3`` of the same
     (rounded) input, at 76x76 (the middle tile on the phase path): within 4 units of the map dtype's
-    rounding at the output's scale (fp16 in the interpreter, 2026-11-26: 1.4 units, the same with B
-    as FMAs; a wrong nonzero pattern in B's matrix gave 555)."""
+    rounding at the output's scale (fp16 in the interpreter, 2026-11-26: 1.4 units, the same with A
+    and B as FMAs; a wrong nonzero pattern in B's matrix gave 555)."""
     if dtype == torch.bfloat16 and DEVICE == "cpu":
         pytest.skip("the interpreter has no bf16 arithmetic")
     dec3 = ref.decoder.dec3
