@@ -16,8 +16,9 @@ so it stays in L1/L2; Triton has no addressable shared memory, and a per-program
 barriers is its portable equivalent). The upsampled maps never exist either. In a tile whose maps keep
 off every level's border (almost all of a large image), A and B run one output phase (row and column
 parity) at a time, where bilinear x2 + grouped 3x3 is one 3x3 on the level below with the phase's
-composed weights (``compose_up2_grouped3x3``): a gather of 9 source pixels per output, no interpolation,
-and two fp32 products per output and tap, the grouped convolution's own count. Tiles at the border
+composed weights (``compose_up2_grouped3x3``): a gather of 9 source pixels per output, no interpolation
+(``phase_grouped_conv_1x1``: a ``tl.dot`` per tap for half maps, two fp32 products per output and tap
+for fp32 maps). Tiles at the border
 take the general form: each 3x3 tap samples its bilinear value from the level below at the reflected
 coordinate (each level reflects at its own border, so a tile's halo at level L is the level-L feature
 at the reflected level-L coordinate).
