@@ -115,8 +115,8 @@ def upsample_grouped_conv_1x1(src, origin_y, origin_x, row_pixels, qy, qx, mask,
 
 
 @triton.jit
-def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr, b1_ptr,
-                           C_IN: tl.constexpr, C_OUT: tl.constexpr, BLOCK: tl.constexpr, ON_TENSOR_CORES: tl.constexpr):
+def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr, b1_ptr, C_IN: tl.constexpr,
+                           C_OUT: tl.constexpr, BLOCK: tl.constexpr, ON_TENSOR_CORES: tl.constexpr):
     """As ``upsample_grouped_conv_1x1`` at the upsampled pixels of one ``phase`` (2 * row parity + column
     parity) over source pixels ``pixel`` (offsets into ``src``, ``row_pixels`` pixels a row), away from
     every level's border: bilinear x2 + grouped 3x3 as one 3x3 on the level below, with the phase's
@@ -172,7 +172,7 @@ def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, st
 # ones, against 3.1x and 2.25x for 16x16), for half maps only: fp32's two [1024, 16] accumulators do
 # not fit 8 warps' registers. Unpipelined: with 3 stages sm_80 spilled in A's loop; the SASS of an
 # interior tile (aligned, sm_90, Triton 3.6) comes to about 130 warp instructions an output pixel,
-# against about 370 for the 16x16 config.
+# against about 380 for the 16x16 config.
 # fp32 16x16 with aligned pointers (what the JIT compiles): left to itself, ptxas holds sm_80 to 128
 # registers and spills 96-100 bytes. Capped at 176-200 it spills in no form (aligned or not, sm_80 or
 # sm_90, Triton 3.6 or 3.9; 184: sm_80 184 registers, sm_90 113-140); caps of 128-168 spilled in one.

@@ -64,7 +64,8 @@ def test_kernel_profile_lists_the_autotuned_configs():
     from microast_fast.kernels import decoder_tail
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("kernel_profile", os.path.join(root, "benchmarks", "kernel_profile.py"))
+    path = os.path.join(root, "benchmarks", "kernel_profile.py")
+    spec = importlib.util.spec_from_file_location("kernel_profile", path)
     kernel_profile = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(kernel_profile)
     tuner = decoder_tail.decoder_tail_kernel

@@ -215,11 +215,12 @@ def pointers(result: dict) -> str:
 
 
 def resource_table(results: list[dict]) -> str:
-    rows = ["kernel                          variant  config                                   dtype arch ptrs regs  smem(B) "
-            "spills(st/ld B, in loops)"]
+    rows = ["kernel                          variant  config                                   dtype arch ptrs "
+            "regs  smem(B) spills(st/ld B, in loops)"]
     for r in results:
         cfg = ",".join(f"{k}={v}" for k, v in r["constexprs"].items()
-                       if k not in ("SECOND", "FEATMOD", "FILTERMOD", "STATS", "C")) + f",w{r['num_warps']}" + (f",r{r['maxnreg']}" if r["maxnreg"] else "")
+                       if k not in ("SECOND", "FEATMOD", "FILTERMOD", "STATS", "C")) + f",w{r['num_warps']}"
+        cfg += f",r{r['maxnreg']}" if r["maxnreg"] else ""
         head = f"{r['kernel']:32s} {r['variant']:7d}  {cfg:40s} {r['dtype']:5s} {r['arch']:4d} {pointers(r):4s}"
         if r["error"]:
             rows.append(f"{head} ERROR")
