@@ -3,17 +3,21 @@
     9x9 conv 3->16 + ReLU, grouped (g=16) stride-2 3x3 16->32 + ReLU, 1x1 32->32 + ReLU   (kernel 1)
     grouped (g=32) stride-2 3x3 32->64 + ReLU, 1x1 64->64 + ReLU                          (kernel 2)
 
-STAGED DESIGN (first step): kernel 1 writes the half-resolution 32-channel map to global memory and
-kernel 2 reads it back. The full-resolution 16-channel map never exists: kernel 1 recomputes the 9x9
-convolution at each of the 9 full-resolution positions its stride-2 taps read (2.25x the 9x9 work,
-one im2col GEMM on the tensor cores per kernel row), which is cheaper than staging it. Fusing kernel 2
-in would need the half-res map on a 1-pixel halo of the quarter-res tile (not done yet).
+Kernel 1 is persistent: each program walks half-res tiles. For a ``TILE_H x TILE_W`` tile it computes
+relu(9x9) once at each of the ``(2 TILE_H + 1) x (2 TILE_W + 1)`` full-res pixels its stride-2 taps
+read (the "span", in whole steps of ``BLOCK9`` pixels: 1.125x the tile's full-res pixels, against
+2.25x when each tap recomputed its own 9x9s), into the program's private scratch slot (reused from tile to tile, so it stays in L1/L2;
+see decoder_tail.py), then runs the grouped 3x3 and the 1x1 from the slot. The 16-channel full-res
+map never exists as a map. Kernel 2 reads kernel 1's half-resolution 32-channel map back from global
+memory: fusing it in would need the half-res map on a 1-pixel halo of the quarter-res tile (not done).
 
 The 9x9's cost is its gather, not its products: reflecting both coordinates of every element of a
-[pixels, 243] im2col tile took 17 (Triton 3.9) to 49 (Triton 3.6) sm_90 instructions an element. Now
-the column reflections are computed once per tap for all nine kernel rows, and tiles away from the top
+[pixels, 243] im2col tile took 17 (Triton 3.9) to 49 (Triton 3.6) sm_90 instructions an element. The
+column reflections are computed once per step for all nine kernel rows, and tiles away from the top
 and bottom borders (all but two rows of tiles) step from row to row by a pointer offset: a load, an
-address and a shared-memory store an element (SASS of the 8x8 fp16 config; not yet timed on a GPU).
+address and a shared-memory store an element. An interior tile of fp16 maps comes to 60 (16x16 tiles)
+and 82 (8x16) warp instructions a full-res pixel, against 109 (8x16) when each tap recomputed its 9x9s
+(e096374; SASS of Triton 3.6 for sm_90, 16-byte-aligned pointers; not yet timed on a GPU).
 
 Grouped convolutions run as ``tl.dot`` with a block-sparse per-tap matrix (``pack_grouped_conv``):
 in fp32 the zero products are exact, so the result is the grouped sum in another order.
@@ -27,7 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start, reflect, tile_pixels
+from ._common import (ConfigsByMapDtype, autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start,
+                      persistent_programs, reflect, tile_pixels)
 
 
 # The 9x9's im2col columns of one kernel row: (input channel, kx) = 3 * 9 = 27, padded to a power of two.
@@ -62,31 +67,38 @@ def conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK: tl.constexpr, ROWS_INSI
     return acc
 
 
+# BLOCK9 pixels of the staged span per 9x9 step: 17 x 33 = 561 pixels in 9 steps of 64 (8x16 tiles),
+# 33 x 33 = 1,089 in 9 of 128 (16x16): 3% and 6% of the steps' lanes idle. Four warps each, so that two
+# programs an SM are resident whatever their register count (``launch_encoder_head``); two stages, as
+# with three Triton 3.9 spills inside loops (fp32 8x16 on sm_90, half 16x16 on sm_80). The 16x16 tile
+# is for half maps: its exact fp32 form spills inside loops on sm_80.
+HALF_MAP_CONFIG = triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK9": 128}, num_warps=4, num_stages=2)
+
+
 @triton.autotune(
     configs=autotune_configs(
-        [triton.Config({"TILE_H": 8, "TILE_W": 8}, num_warps=4),
-         triton.Config({"TILE_H": 8, "TILE_W": 16}, num_warps=4),
-         triton.Config({"TILE_H": 8, "TILE_W": 16}, num_warps=8)],
-        triton.Config({"TILE_H": 32, "TILE_W": 32}, num_warps=4),
+        [triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK9": 64}, num_warps=4, num_stages=2), HALF_MAP_CONFIG],
+        triton.Config({"TILE_H": 32, "TILE_W": 32, "BLOCK9": 1024}, num_warps=4),
     ),
     key=["H", "W"],
+    prune_configs_by={"early_config_prune": ConfigsByMapDtype("out_ptr", half_only=[HALF_MAP_CONFIG])},
 )
 @triton.jit
 def encoder_head_half_kernel(
     img_ptr, stride_n, stride_c, stride_h, stride_w,
-    w9_ptr, b9_ptr, wg_ptr, bg_ptr, w1_ptr, b1_ptr, out_ptr,
-    H, W, H2, W2,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+    w9_ptr, b9_ptr, wg_ptr, bg_ptr, w1_ptr, b1_ptr, out_ptr, scratch_ptr,
+    N, H, W, H2, W2,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK9: tl.constexpr,
 ):
-    # grid: (tiles of the half-res map, N). Output NHWC [N, H2, W2, 32].
-    BLOCK: tl.constexpr = TILE_H * TILE_W
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
-    py, px, valid = tile_pixels(tile, H2, W2, TILE_H, TILE_W)
+    # Persistent grid: (programs,). Output NHWC [N, H2, W2, 32].
+    SPAN_H: tl.constexpr = 2 * TILE_H + 1
+    SPAN_W: tl.constexpr = 2 * TILE_W + 1
+    SPAN_PIXELS: tl.constexpr = SPAN_H * SPAN_W
+    tiles_w = tl.cdiv(W2, TILE_W)
+    tiles_per_image = tl.cdiv(H2, TILE_H) * tiles_w
+    slot = scratch_ptr + tl.program_id(0).to(tl.int64) * SPAN_PIXELS * 16
     c16 = tl.arange(0, 16)
     c32 = tl.arange(0, 32)
-    img = img_ptr + n.to(tl.int64) * stride_n
-    b9 = tl.load(b9_ptr + c16).to(tl.float32)
     # im2col column k of a kernel row is (input channel k // 9, kx = k % 9). The padding columns 27..31
     # read channel 2 at kx = 0..4 again, against zero weights: no masks, and every load stays inside
     # the image (reflect clamps the pixels of partial tiles too). Exact for finite images; a NaN or inf
@@ -94,32 +106,57 @@ def encoder_head_half_kernel(
     k = tl.arange(0, ROW_K)
     k_in = tl.minimum(k // 9, 2)
     k_x = k % 9 - 4
-    # The tile's 9x9s read full-res rows 2 * py0 - 5 .. 2 * (py0 + TILE_H) + 3: inside the image for
-    # every tile but those of the first and last rows of tiles.
-    py0 = (tile // tl.cdiv(W2, TILE_W)) * TILE_H
-    rows_inside = (2 * py0 >= 5) & (2 * (py0 + TILE_H) + 4 <= H)
+    p = tl.arange(0, TILE_H * TILE_W)
+    # Where the stride-2 tap (-1, -1) of each tile pixel reads in the span; tap (dy, dx) is
+    # (dy + 1) rows and (dx + 1) columns on.
+    first_tap = (2 * (p // TILE_W)) * SPAN_W + 2 * (p % TILE_W)
 
-    acc32 = tl.zeros([BLOCK, 32], tl.float32)
-    for tap in range(9):
-        # full-res position read by this stride-2 tap, reflected at the full-res border
-        fy = reflect(2 * py + (tap // 3 - 1), H)
-        fx = reflect(2 * px + (tap % 3 - 1), W)
-        # the kernel rows' im2col column offsets, reflected once per tap for all nine rows
-        col = k_in[None, :] * stride_c + reflect(fx[:, None] + k_x[None, :], W) * stride_w
-        if rows_inside:
-            acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK, True)
-        else:
-            acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK, False)
-        f16 = tl.maximum(acc16 + b9[None, :], 0.0)
-        wg = tl.load(wg_ptr + tap * 16 * 32 + c16[:, None] * 32 + c32[None, :])
-        acc32 = tl.dot(f16.to(wg.dtype), wg, acc32, input_precision="ieee")
+    for work in range(tl.program_id(0), N * tiles_per_image, tl.num_programs(0)):
+        n = work // tiles_per_image
+        tile = work % tiles_per_image
+        hy0 = (tile // tiles_w) * TILE_H
+        hx0 = (tile % tiles_w) * TILE_W
+        img = img_ptr + n.to(tl.int64) * stride_n
+        # The span's 9x9s read full-res rows 2 * hy0 - 5 .. 2 * (hy0 + TILE_H) + 3: inside the image
+        # for every tile but those of the first and last rows of tiles.
+        rows_inside = (2 * hy0 >= 5) & (2 * (hy0 + TILE_H) + 4 <= H)
+        # The previous tile's taps must have read the slot before it is overwritten.
+        tl.debug_barrier()
+        # 1. relu(9x9 + bias) at the span's full-res pixels: rows 2 * hy0 - 1 .. 2 * (hy0 + TILE_H) - 1,
+        # each reflected at the full-res border, so the taps below read the span without reflecting.
+        # An overhanging tile's rows past the reflected border land anywhere in the image (reflect
+        # clamps): only its masked-out pixels read them.
+        for c0 in range(0, SPAN_PIXELS, BLOCK9):
+            i = c0 + tl.arange(0, BLOCK9)
+            inside = i < SPAN_PIXELS
+            i = tl.minimum(i, SPAN_PIXELS - 1)  # the padding lanes repeat the last pixel
+            fy = reflect(2 * hy0 - 1 + i // SPAN_W, H)
+            fx = reflect(2 * hx0 - 1 + i % SPAN_W, W)
+            # the kernel rows' im2col column offsets, reflected once for all nine rows
+            col = k_in[None, :] * stride_c + reflect(fx[:, None] + k_x[None, :], W) * stride_w
+            if rows_inside:
+                acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK9, True)
+            else:
+                acc16 = conv9x9_at(img, fy, col, stride_h, H, w9_ptr, BLOCK9, False)
+            f16 = tl.maximum(acc16 + tl.load(b9_ptr + c16).to(tl.float32)[None, :], 0.0)
+            tl.store(slot + i[:, None] * 16 + c16[None, :], f16.to(scratch_ptr.dtype.element_ty),
+                     mask=inside[:, None])
+        tl.debug_barrier()  # the whole span is written before any tap reads it
 
-    h = tl.maximum(acc32 + tl.load(bg_ptr + c32).to(tl.float32)[None, :], 0.0)
-    w1 = tl.load(w1_ptr + c32[:, None] * 32 + c32[None, :])
-    h = tl.dot(h.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c32).to(tl.float32)[None, :]
-    h = tl.maximum(h, 0.0)
-    offs = n.to(tl.int64) * H2 * W2 * 32 + (py * W2 + px)[:, None] * 32 + c32[None, :]
-    tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=valid[:, None])
+        # 2. grouped stride-2 3x3 16->32 + ReLU, 1x1 32->32 + ReLU at the tile's half-res pixels
+        acc32 = tl.zeros([TILE_H * TILE_W, 32], tl.float32)
+        for tap in range(9):
+            f16 = tl.load(slot + (first_tap + (tap // 3) * SPAN_W + tap % 3)[:, None] * 16 + c16[None, :])
+            wg = tl.load(wg_ptr + tap * 16 * 32 + c16[:, None] * 32 + c32[None, :])
+            acc32 = tl.dot(f16.to(wg.dtype), wg, acc32, input_precision="ieee")
+        h = tl.maximum(acc32 + tl.load(bg_ptr + c32).to(tl.float32)[None, :], 0.0)
+        w1 = tl.load(w1_ptr + c32[:, None] * 32 + c32[None, :])
+        h = tl.dot(h.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c32).to(tl.float32)[None, :]
+        h = tl.maximum(h, 0.0)
+        py = hy0 + p // TILE_W
+        px = hx0 + p % TILE_W
+        offs = n.to(tl.int64) * H2 * W2 * 32 + (py * W2 + px)[:, None] * 32 + c32[None, :]
+        tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=((py < H2) & (px < W2))[:, None])
 
 
 @triton.autotune(
@@ -203,28 +240,51 @@ def pack_encoder_head(enc1: torch.nn.Sequential, dtype: torch.dtype) -> list[tor
     ]
 
 
+def slot_elements(config: dict) -> int:
+    """Scratch elements one program of ``encoder_head_half_kernel`` uses with ``config``: the 16-channel
+    full-res span of a tile."""
+    return (2 * config["TILE_H"] + 1) * (2 * config["TILE_W"] + 1) * 16
+
+
+def launch_encoder_head(image: torch.Tensor, w9, b9, wg1, bg1, w1, b1, wg2, bg2, w2, b2,
+                        programs: int | None = None, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """``encoder_head`` with an optional persistent program count and scratch for the half kernel (tests
+    use one program walking several tiles, and a poisoned scratch)."""
+    check_map_dtype(image)
+    n, _, h, w = image.shape
+    half_h, half_w = triton.cdiv(h, 2), triton.cdiv(w, 2)
+    quarter_h, quarter_w = triton.cdiv(half_h, 2), triton.cdiv(half_w, 2)
+    # The program count and the scratch are fixed before the autotuner picks a tile: slots for the
+    # largest config the map dtype may take, the count for the smallest tile.
+    configs = [c.kwargs for c in
+               encoder_head_half_kernel.early_config_prune.for_maps(encoder_head_half_kernel.configs, image.dtype)]
+    if programs is None:
+        smallest = min(c["TILE_H"] * c["TILE_W"] for c in configs)
+        # Two programs an SM: at 4 warps, two fit in the register file at any register count (up to
+        # 255 a thread, sm_80's build of the 16x16 config; tests/test_triton_compile.py). A persistent
+        # program that is not resident would wait for one that is to finish all its tiles.
+        programs = persistent_programs(image.device, n * triton.cdiv(half_h * half_w, smallest), per_sm=2)
+    if scratch is None:
+        scratch = image.new_empty(programs, max(slot_elements(c) for c in configs), dtype=wg1.dtype)
+    half = image.new_empty(n, half_h, half_w, 32)
+    encoder_head_half_kernel[(programs,)](image, *image.stride(), w9, b9, wg1, bg1, w1, b1, half, scratch,
+                                          n, h, w, half_h, half_w)
+
+    def quarter_grid(meta):
+        return (triton.cdiv(quarter_h, meta["TILE_H"]) * triton.cdiv(quarter_w, meta["TILE_W"]), n)
+
+    out = image.new_empty(n, quarter_h, quarter_w, 64)
+    encoder_head_quarter_kernel[quarter_grid](half, wg2, bg2, w2, b2, out, half_h, half_w, quarter_h, quarter_w)
+    return out
+
+
 @torch.library.custom_op("microast::encoder_head", mutates_args=())
 def encoder_head(
     image: torch.Tensor, w9: torch.Tensor, b9: torch.Tensor, wg1: torch.Tensor, bg1: torch.Tensor,
     w1: torch.Tensor, b1: torch.Tensor, wg2: torch.Tensor, bg2: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
 ) -> torch.Tensor:
     """``image`` [N, 3, H, W] (any strides) -> NHWC [N, ceil(H/4), ceil(W/4), 64] in the image's dtype."""
-    check_map_dtype(image)
-    n, _, h, w = image.shape
-    half_h, half_w = triton.cdiv(h, 2), triton.cdiv(w, 2)
-    quarter_h, quarter_w = triton.cdiv(half_h, 2), triton.cdiv(half_w, 2)
-    half = image.new_empty(n, half_h, half_w, 32)
-
-    def half_grid(meta):
-        return (triton.cdiv(half_h, meta["TILE_H"]) * triton.cdiv(half_w, meta["TILE_W"]), n)
-
-    def quarter_grid(meta):
-        return (triton.cdiv(quarter_h, meta["TILE_H"]) * triton.cdiv(quarter_w, meta["TILE_W"]), n)
-
-    encoder_head_half_kernel[half_grid](image, *image.stride(), w9, b9, wg1, bg1, w1, b1, half, h, w, half_h, half_w)
-    out = image.new_empty(n, quarter_h, quarter_w, 64)
-    encoder_head_quarter_kernel[quarter_grid](half, wg2, bg2, w2, b2, out, half_h, half_w, quarter_h, quarter_w)
-    return out
+    return launch_encoder_head(image, w9, b9, wg1, bg1, w1, b1, wg2, bg2, w2, b2)
 
 
 @encoder_head.register_fake

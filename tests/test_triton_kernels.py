@@ -136,13 +136,29 @@ def tile_rows_inside(h: int) -> list[bool]:
     return [2 * y0 >= 5 and 2 * (y0 + tile_h) + 4 <= h for y0 in range(0, (h + 1) // 2, tile_h)]
 
 
+def poisoned_scratch(programs: int, slot: int) -> torch.Tensor:
+    """A ``[programs, slot]`` scratch full of inf inside inf guard bands (64 slots each side): a kernel
+    that reads anything it did not write this tile (another slot, outside the buffer, a stale row)
+    turns it into inf * 0 or inf - inf (numpy raises under ``np.errstate(invalid="raise")``) or an inf
+    in the output."""
+    guard = 64 * slot
+    poisoned = torch.full((programs * slot + 2 * guard,), float("inf"), device=DEVICE)
+    return poisoned[guard:guard + programs * slot].view(programs, slot)
+
+
 # 140 rows: the interpreter's 32-row half-res tiles put the middle row of tiles inside (the 9x9 rows'
-# fast path) and the first and last at the borders.
-@pytest.mark.parametrize("h,w", [(5, 5), (13, 70), (140, 13)])
-def test_encoder_head(ref, h, w):
+# fast path) and the first and last at the borders. programs=1: one persistent program walks the six
+# tiles of the batch, border and inside, on one scratch slot.
+@pytest.mark.parametrize("h,w,programs", [(5, 5, None), (13, 70, None), (140, 13, None), (140, 13, 1)])
+def test_encoder_head(ref, h, w, programs):
     enc1 = ref.style_encoder.enc1
     image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w)).to(DEVICE)
-    out = head.encoder_head(image, *head.pack_encoder_head(enc1, torch.float32))
+    if programs is None:
+        programs = 2 * triton.cdiv((h + 1) // 2, 32) * triton.cdiv((w + 1) // 2, 32)  # a tile a program
+    slot = max(head.slot_elements(c.kwargs) for c in head.encoder_head_half_kernel.configs)
+    with np.errstate(invalid="raise"):
+        out = head.launch_encoder_head(image, *head.pack_encoder_head(enc1, torch.float32), programs=programs,
+                                       scratch=poisoned_scratch(programs, slot))
     assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}")
     if h == 140 and DEVICE == "cpu":
         assert tile_rows_inside(h) == [False, True, False]
@@ -200,20 +216,16 @@ def test_decoder_tail(ref, h, w, programs):
     after), so it takes that path, the others the general one (and with programs=1 one program
     alternates between the two on the same slots).
 
-    The scratch is poisoned with inf, with inf guard bands around it, and numpy raises on invalid
-    values: a read of anything the program did not write this tile (another slot, outside the
-    buffer, a stale window row) turns into inf * 0 or inf - inf and fails the test."""
+    The scratch is poisoned (``poisoned_scratch``)."""
     dec3 = ref.decoder.dec3
     x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
     operands = tail.pack_decoder_tail(dec3, torch.float32)
     if programs is None:
         programs = 2 * triton.cdiv(16 * h * w, 32 * 32)  # one tile a program (the interpreter's 32x32)
     slot = max(tail.slot_elements(c.kwargs) for c in tail.decoder_tail_kernel.configs)
-    guard = 64 * slot
-    poisoned = torch.full((programs * slot + 2 * guard,), float("inf"), device=DEVICE)
-    scratch = poisoned[guard:guard + programs * slot].view(programs, slot)
     with np.errstate(invalid="raise"):
-        out = tail.launch_decoder_tail(nhwc(x), *operands, programs=programs, scratch=scratch)
+        out = tail.launch_decoder_tail(nhwc(x), *operands, programs=programs,
+                                       scratch=poisoned_scratch(programs, slot))
     assert_close(out, dec3(x), f"decoder tail {h}x{w}")
     if h == 19 and DEVICE == "cpu":
         assert [tail_interior(o, 32, 76) for o in (0, 32, 64)] == [False, True, False]
