@@ -9,7 +9,9 @@ Each is compiled twice, as Triton's JIT specializes it: with every pointer marke
 (``tt.divisibility``; what runs for tensors from PyTorch's allocator, so nearly always) and without
 (a view with a storage offset). The two are different programs: aligned, loads vectorize and ptxas
 allocates registers differently (sm_80 spilled in configs where the unaligned form did not). Integer
-arguments are left unmarked: the JIT marks those divisible by 16 too, which only adds facts.
+arguments are left unmarked, except the image strides of the encoder head (``IMAGE_STRIDES``): the
+aligned form is then the head as the JIT compiles it for a contiguous image whose width is a multiple
+of 16 (1080p, 4K), where its banded 9x9 loads whole 16-byte rows (cp.async) instead of elements.
 
 tests/conftest.py sets TRITON_INTERPRET=1 on CPU-only machines, and triton decides at decoration
 time whether a ``@triton.jit`` function is interpreted: the compiles run in a subprocess with
@@ -55,6 +57,10 @@ FP32_POINTERS = {
 }
 FLOAT_SCALARS = {"eps"}
 
+# Integer arguments that the aligned form marks as the JIT does for a contiguous NCHW image of width a
+# multiple of 16: strides divisible by 16, and the unit stride a constant.
+IMAGE_STRIDES = {"encoder_head_half_kernel": ({"stride_n", "stride_c", "stride_h"}, {"stride_w"})}
+
 # (module, kernel, constexpr variants the launchers use)
 # The launchers also use both conv2 variants without STATS (content f0, dec2): strict subsets of the
 # code of variants 1 and 3, left out to keep the compile time down.
@@ -69,7 +75,9 @@ KERNELS = [
     ("instance_stats", "instance_stats_merge_kernel", [dict(C=64, BLOCK_T=64)]),
     ("filtermod_resblock", "resblock_conv3x3_kernel", [dict(v, C=64) for v in RESBLOCK_VARIANTS]),
     ("filtermod_resblock", "featmod_affine_kernel", [dict(C=64)]),
-    ("encoder_head", "encoder_head_half_kernel", [{}]),
+    # each form of the head's 9x9 for the map dtypes that launch it
+    ("encoder_head", "encoder_head_half_kernel", [dict(BANDED=False, dtypes=("fp32",)),
+                                                  dict(BANDED=True, dtypes=("fp16", "bf16"))]),
     ("encoder_head", "encoder_head_quarter_kernel", [{}]),
     ("decoder_tail", "decoder_tail_kernel", [{}]),
     ("modulator_pool", "modulator_pool_kernel", [dict(C=64)]),
@@ -123,9 +131,11 @@ def _jobs():
             configs = [triton.Config({}, num_warps=4, num_stages=3)]
             prune = lambda config, dtype: True  # noqa: E731
         for v, variant in enumerate(variants):
+            variant = dict(variant)
+            dtypes = variant.pop("dtypes", DTYPES)
             for config in configs:
                 kwargs, warps, stages, maxnreg = config.kwargs, config.num_warps, config.num_stages, config.maxnreg
-                for dtype in filter(lambda d: prune(config, d), DTYPES):  # the configs it would launch
+                for dtype in [d for d in dtypes if prune(config, d)]:  # the configs it would launch
                     for arch in ARCHS:
                         for aligned in (True, False):
                             yield dict(module=module_name, kernel=kernel_name, variant=v,
@@ -141,7 +151,8 @@ def _compile_one(job: dict) -> dict:
 
     kernel = getattr(importlib.import_module(f"microast_fast.kernels.{job['module']}"), job["kernel"])
     fn = kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
-    constexprs = job["constexprs"]
+    divisible, unit = IMAGE_STRIDES.get(job["kernel"], (set(), set())) if job["aligned"] else (set(), set())
+    constexprs = {**job["constexprs"], **{name: 1 for name in unit}}
     fp32_pointers = FP32_POINTERS.get(job["kernel"], set())
     signature = {}
     for name in fn.arg_names:
@@ -157,7 +168,7 @@ def _compile_one(job: dict) -> dict:
     try:
         # The JIT's specialization of 16-byte aligned pointer arguments (see the module docstring).
         aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-                   if signature[name].startswith("*")} if job["aligned"] else None
+                   if signature[name].startswith("*") or name in divisible} if job["aligned"] else None
         src = triton.compiler.ASTSource(fn, signature, constexprs, aligned)
         compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32),
                                   options={"num_warps": job["num_warps"], "num_stages": job["num_stages"],
@@ -219,7 +230,7 @@ def resource_table(results: list[dict]) -> str:
             "regs  smem(B) spills(st/ld B, in loops)"]
     for r in results:
         cfg = ",".join(f"{k}={v}" for k, v in r["constexprs"].items()
-                       if k not in ("SECOND", "FEATMOD", "FILTERMOD", "STATS", "C")) + f",w{r['num_warps']}"
+                       if k not in ("SECOND", "FEATMOD", "FILTERMOD", "STATS", "C", "BANDED")) + f",w{r['num_warps']}"
         cfg += f",r{r['maxnreg']}" if r["maxnreg"] else ""
         head = f"{r['kernel']:32s} {r['variant']:7d}  {cfg:40s} {r['dtype']:5s} {r['arch']:4d} {pointers(r):4s}"
         if r["error"]:

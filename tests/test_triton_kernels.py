@@ -136,6 +136,14 @@ def tile_rows_inside(h: int) -> list[bool]:
     return [2 * y0 >= 5 and 2 * (y0 + tile_h) + 4 <= h for y0 in range(0, (h + 1) // 2, tile_h)]
 
 
+def tile_cols_inside(w: int) -> list[bool]:
+    """Per column of half-res tiles of the head's last launch: do the banded 9x9's windows keep inside
+    the image's side borders (``cols_inside`` in encoder_head_half_kernel)?"""
+    tile_w = head.encoder_head_half_kernel.best_config.kwargs["TILE_W"]
+    segments = tile_w // 4 + 1
+    return [2 * x0 >= 8 and 2 * x0 + 8 * segments <= w for x0 in range(0, (w + 1) // 2, tile_w)]
+
+
 def poisoned_scratch(programs: int, slot: int) -> torch.Tensor:
     """A ``[programs, slot]`` scratch full of inf inside inf guard bands (64 slots each side): a kernel
     that reads anything it did not write this tile (another slot, outside the buffer, a stale row)
@@ -148,9 +156,14 @@ def poisoned_scratch(programs: int, slot: int) -> torch.Tensor:
 
 # 140 rows: the interpreter's 32-row half-res tiles put the middle row of tiles inside (the 9x9 rows'
 # fast path) and the first and last at the borders. programs=1: one persistent program walks the six
-# tiles of the batch, border and inside, on one scratch slot.
-@pytest.mark.parametrize("h,w,programs", [(5, 5, None), (13, 70, None), (140, 13, None), (140, 13, 1)])
-def test_encoder_head(ref, h, w, programs):
+# tiles of the batch, border and inside, on one scratch slot. banded: the 9x9's form for half maps,
+# here on fp32 maps, where it must match the reference as closely as the im2col form; at 140x140 the
+# middle tile's windows are inside the image in both directions (its fast path).
+@pytest.mark.parametrize("h,w,programs,banded", [
+    (5, 5, None, False), (13, 70, None, False), (140, 13, None, False), (140, 13, 1, False),
+    (5, 5, None, True), (13, 70, None, True), (140, 13, 1, True), (140, 140, 1, True),
+])
+def test_encoder_head(ref, h, w, programs, banded):
     enc1 = ref.style_encoder.enc1
     image = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w)).to(DEVICE)
     if programs is None:
@@ -158,10 +171,30 @@ def test_encoder_head(ref, h, w, programs):
     slot = max(head.slot_elements(c.kwargs) for c in head.encoder_head_half_kernel.configs)
     with np.errstate(invalid="raise"):
         out = head.launch_encoder_head(image, *head.pack_encoder_head(enc1, torch.float32), programs=programs,
-                                       scratch=poisoned_scratch(programs, slot))
-    assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}")
+                                       scratch=poisoned_scratch(programs, slot), banded=banded)
+    assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}, {'banded' if banded else 'im2col'}")
     if h == 140 and DEVICE == "cpu":
         assert tile_rows_inside(h) == [False, True, False]
+    if (h, w) == (140, 140) and DEVICE == "cpu":
+        assert tile_cols_inside(w) == [False, True, False]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_encoder_head_half_maps(ref, dtype):
+    """Half maps: the banded 9x9 on tensor cores, every stage's output stored in the map dtype. Against
+    the fp32 layers on the same (rounded) image: within 8 units of the dtype's rounding at the output's
+    scale. The chain rounds to the map dtype at six points (the 9x9's output, the grouped 3x3's before
+    each 1x1, each kernel's output) besides the weights; fp16 in the interpreter, 2026-11-26: 4.0 units
+    (the im2col form gives the same outputs)."""
+    if dtype == torch.bfloat16 and DEVICE == "cpu":
+        pytest.skip("the interpreter has no bf16 arithmetic")
+    enc1 = ref.content_encoder.enc1
+    image = torch.rand(2, 3, 37, 150, generator=torch.Generator().manual_seed(5)).to(DEVICE).to(dtype)
+    out = head.encoder_head(image, *head.pack_encoder_head(enc1, dtype))
+    expected = enc1[:10](image.float())
+    assert out.dtype == dtype
+    rounding = torch.finfo(dtype).eps / 2
+    assert_close(nchw(out).float(), expected, f"encoder head {dtype}", tol=8 * rounding * expected.abs().max().item())
 
 
 def test_encoder_head_takes_strided_images(ref):
@@ -282,10 +315,12 @@ def test_custom_ops_pass_opcheck(ref):
 def test_configs_follow_the_map_dtype():
     """The exact fp32 forms keep per-tap (per-row) partial sums in a second accumulator tile and run
     their products on FMA units: the GPU configs that then spill are tried for half maps only, and the
-    tail has fp32 configs of its own (tests/test_triton_compile.py compiles each for its dtypes)."""
+    tail and the head have fp32 configs of their own (the head: for the im2col form of its 9x9, half
+    maps for the banded form; tests/test_triton_compile.py compiles each for its dtypes)."""
     other = triton.Config({}, num_warps=4)
     cases = ((resblock.resblock_conv3x3_kernel, "in_ptr", [], [resblock.WIDE_K_CONFIG]),
-             (tail.decoder_tail_kernel, "out_ptr", tail.FP32_CONFIGS, tail.HALF_CONFIGS))
+             (tail.decoder_tail_kernel, "out_ptr", tail.FP32_CONFIGS, tail.HALF_CONFIGS),
+             (head.encoder_head_half_kernel, "out_ptr", [head.FP32_CONFIG], head.HALF_MAP_CONFIGS))
     for kernel, pointer, fp32_only, half_only in cases:
         prune = kernel.early_config_prune
         configs = [other, *fp32_only, *half_only]
