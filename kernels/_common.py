@@ -107,6 +107,16 @@ def reflect(i, n):
 
 
 @triton.jit
+def relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT: tl.constexpr):
+    """relu(1x1(relu(acc + bg))) of a (grouped) convolution's accumulator [pixels, C_OUT] -> fp32."""
+    c_out = tl.arange(0, C_OUT)
+    f = tl.maximum(acc + tl.load(bg_ptr + c_out).to(tl.float32)[None, :], 0.0)
+    w1 = tl.load(w1_ptr + c_out[:, None] * C_OUT + c_out[None, :])
+    f = tl.dot(f.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c_out).to(tl.float32)[None, :]
+    return tl.maximum(f, 0.0)
+
+
+@triton.jit
 def bilinear_up2_source(o, n_src):
     """Source row (or column) pair and weight of output index ``o`` of a bilinear x2 upsampling with
     align_corners=False, as PyTorch computes them: ``src = max((o + 0.5) / 2 - 0.5, 0)``,

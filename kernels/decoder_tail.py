@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from ._common import (ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype,
-                      partial_sum_end, partial_sum_start, persistent_programs, reflect)
+                      partial_sum_end, partial_sum_start, persistent_programs, reflect, relu_1x1_relu)
 from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
@@ -78,16 +78,6 @@ def upsampled_tap(src, origin_y, origin_x, row_pixels, qy, qx, h, w, c, C: tl.co
     ly = ly[:, None]
     # PyTorch's order: rows blended first along x, then the two rows along y.
     return (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11)
-
-
-@triton.jit
-def relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT: tl.constexpr):
-    """relu(1x1(relu(acc + bg))) of a grouped convolution's accumulator [pixels, C_OUT] -> fp32."""
-    c_out = tl.arange(0, C_OUT)
-    f = tl.maximum(acc + tl.load(bg_ptr + c_out).to(tl.float32)[None, :], 0.0)
-    w1 = tl.load(w1_ptr + c_out[:, None] * C_OUT + c_out[None, :])
-    f = tl.dot(f.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c_out).to(tl.float32)[None, :]
-    return tl.maximum(f, 0.0)
 
 
 @triton.jit

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from ._common import (ConfigsByMapDtype, autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start,
-                      persistent_programs, reflect, tile_pixels)
+                      persistent_programs, reflect, relu_1x1_relu, tile_pixels)
 
 
 # The 9x9's im2col columns of one kernel row: (input channel, kx) = 3 * 9 = 27, padded to a power of two.
@@ -237,10 +237,7 @@ def encoder_head_half_kernel(
             f16 = tl.load(slot + (ty * SPAN_W + tx)[:, None] * 16 + c16[None, :])
             wg = tl.load(wg_ptr + tap * 16 * 32 + c16[:, None] * 32 + c32[None, :])
             acc32 = tl.dot(f16.to(wg.dtype), wg, acc32, input_precision="ieee")
-        h = tl.maximum(acc32 + tl.load(bg_ptr + c32).to(tl.float32)[None, :], 0.0)
-        w1 = tl.load(w1_ptr + c32[:, None] * 32 + c32[None, :])
-        h = tl.dot(h.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c32).to(tl.float32)[None, :]
-        h = tl.maximum(h, 0.0)
+        h = relu_1x1_relu(acc32, bg_ptr, w1_ptr, b1_ptr, 32)
         offs = n.to(tl.int64) * H2 * W2 * 32 + (py * W2 + px)[:, None] * 32 + c32[None, :]
         tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=((py < H2) & (px < W2))[:, None])
 
@@ -278,10 +275,7 @@ def encoder_head_quarter_kernel(
         v = tl.load(src + (iy * W2 + ix)[:, None] * 32 + (k0 + kc)[None, :], mask=valid[:, None], other=0.0)
         wg = tl.load(wg_ptr + tap * 32 * 64 + (k0 + kc)[:, None] * 64 + c64[None, :])
         acc = tl.dot(v.to(wg.dtype), wg, acc, input_precision="ieee")
-    h = tl.maximum(acc + tl.load(bg_ptr + c64).to(tl.float32)[None, :], 0.0)
-    w1 = tl.load(w1_ptr + c64[:, None] * 64 + c64[None, :])
-    h = tl.dot(h.to(w1.dtype), w1, input_precision="ieee") + tl.load(b1_ptr + c64).to(tl.float32)[None, :]
-    h = tl.maximum(h, 0.0)
+    h = relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, 64)
     offs = n.to(tl.int64) * H4 * W4 * 64 + (py * W4 + px)[:, None] * 64 + c64[None, :]
     tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=valid[:, None])
 
