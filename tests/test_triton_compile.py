@@ -100,20 +100,32 @@ def _ptxas() -> str:
     raise FileNotFoundError(f"no ptxas in {_nvidia_bin()}")
 
 
-def spills_in_loops(sass: str) -> int:
-    """Local-memory spill instructions (LDL/STL) inside a loop of ``cuobjdump -sass`` output: between a
-    backward branch and its target. Spills outside every loop run once a program (ptxas trades a
-    value kept across the main loop for occupancy that way: sm_80 stores one 4-byte value before the
-    loop and reloads it after); inside a loop they run per tile, tap or chunk."""
-    instructions = [(int(m.group(1), 16), m.group(2)) for m in
-                    re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
-    loops = []
+def sass_instructions(sass: str) -> list[tuple[int, str]]:
+    """(address, instruction) of ``cuobjdump -sass`` output."""
+    return [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+
+
+def sass_loops(sass: str) -> list[tuple[int, int, list[str]]]:
+    """(first address, last address, instructions) of every loop of ``cuobjdump -sass`` output: a
+    backward branch and its target, in address order (the final branch-to-self included)."""
+    instructions = sass_instructions(sass)
+    found = []
     for address, text in instructions:
         branch = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", text)
         if branch and int(branch.group(1), 16) <= address:
-            loops.append((int(branch.group(1), 16), address))
-    return sum(1 for address, text in instructions if re.search(r"\b(?:LDL|STL)\b", text)
-               and any(start <= address <= end for start, end in loops))
+            start = int(branch.group(1), 16)
+            found.append((start, address, [t for a, t in instructions if start <= a <= address]))
+    return sorted(found)
+
+
+def spills_in_loops(sass: str) -> int:
+    """Local-memory spill instructions (LDL/STL) inside a loop of ``cuobjdump -sass`` output. Spills
+    outside every loop run once a program (ptxas trades a value kept across the main loop for
+    occupancy that way: sm_80 stores one 4-byte value before the loop and reloads it after); inside a
+    loop they run per tile, tap or chunk."""
+    loops = sass_loops(sass)
+    return sum(1 for address, text in sass_instructions(sass) if re.search(r"\b(?:LDL|STL)\b", text)
+               and any(start <= address <= end for start, end, _ in loops))
 
 
 def _jobs():
@@ -143,7 +155,9 @@ def _jobs():
                                        maxnreg=maxnreg, dtype=dtype, arch=arch, aligned=aligned)
 
 
-def _compile_one(job: dict) -> dict:
+def compile_for_gpu(job: dict):
+    """(CompiledKernel, ptxas -v output, cuobjdump -sass text) of one job (fields as ``_jobs`` yields);
+    raises on a compile or ptxas error. benchmarks/sass_loops.py reads loops from the SASS."""
     import importlib
 
     import triton
@@ -164,32 +178,36 @@ def _compile_one(job: dict) -> dict:
             signature[name] = "fp32"
         else:
             signature[name] = "i32"
+    # The JIT's specialization of 16-byte aligned pointer arguments (see the module docstring).
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+               if signature[name].startswith("*") or name in divisible} if job["aligned"] else None
+    src = triton.compiler.ASTSource(fn, signature, constexprs, aligned)
+    compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32),
+                              options={"num_warps": job["num_warps"], "num_stages": job["num_stages"],
+                                       **({"maxnreg": job["maxnreg"]} if job["maxnreg"] else {})})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "k.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        arch = f"sm_{job['arch']}a" if job["arch"] == 90 else f"sm_{job['arch']}"
+        cubin = Path(tmp) / "k.cubin"
+        proc = subprocess.run([_ptxas(), "-v", f"--gpu-name={arch}", str(ptx), "-o", str(cubin)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        sass = subprocess.run([str(_nvidia_bin() / "cuobjdump"), "-sass", str(cubin)], capture_output=True,
+                              text=True, check=True).stdout
+    return compiled, proc.stderr, sass
+
+
+def _compile_one(job: dict) -> dict:
     result = dict(job)
     try:
-        # The JIT's specialization of 16-byte aligned pointer arguments (see the module docstring).
-        aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
-                   if signature[name].startswith("*") or name in divisible} if job["aligned"] else None
-        src = triton.compiler.ASTSource(fn, signature, constexprs, aligned)
-        compiled = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32),
-                                  options={"num_warps": job["num_warps"], "num_stages": job["num_stages"],
-                                           **({"maxnreg": job["maxnreg"]} if job["maxnreg"] else {})})
+        compiled, info, sass = compile_for_gpu(job)
         result["shared"] = compiled.metadata.shared
         # fp32 instructions that are not correctly rounded (``/`` and tl.sqrt compile to these).
         result["approximate"] = sorted(set(re.findall(r"\b(?:div\.full|div\.approx|sqrt\.approx|rsqrt\.approx|"
                                                       r"rcp\.approx)\.[a-z0-9.]*", compiled.asm["ptx"])))
-        with tempfile.TemporaryDirectory() as tmp:
-            ptx = Path(tmp) / "k.ptx"
-            ptx.write_text(compiled.asm["ptx"])
-            arch = f"sm_{job['arch']}a" if job["arch"] == 90 else f"sm_{job['arch']}"
-            cubin = Path(tmp) / "k.cubin"
-            proc = subprocess.run([_ptxas(), "-v", f"--gpu-name={arch}", str(ptx), "-o", str(cubin)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-2000:])
-            sass = subprocess.run([str(_nvidia_bin() / "cuobjdump"), "-sass", str(cubin)], capture_output=True,
-                                  text=True, check=True).stdout
         result["spills_in_loops"] = spills_in_loops(sass)
-        info = proc.stderr
         result["registers"] = int(re.search(r"Used (\d+) registers", info).group(1))
         stores = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", info)
         result["spill_stores"], result["spill_loads"] = int(stores.group(1)), int(stores.group(2))
