@@ -148,7 +148,7 @@ def encoder_head_half_kernel(
     # The span: full-res rows 2 * hy0 - 1 .. 2 * (hy0 + TILE_H) - 1 and columns from 2 * hx0 - ORIGIN_X,
     # SPAN_W of them. im2col: the 2 * TILE_W + 1 columns the taps read. Banded: from 3 columns earlier,
     # in whole segments, so that every segment's input window starts on a multiple of 8 columns
-    # (16-byte aligned rows in half maps whose width is a multiple of 8: vector loads).
+    # (whole 16-byte rows, loaded by cp.async, in contiguous images whose width is a multiple of 16).
     tl.static_assert(TILE_W % 4 == 0, "the banded span needs TILE_W a multiple of 4")
     SPAN_H: tl.constexpr = 2 * TILE_H + 1
     ORIGIN_X: tl.constexpr = 4 if BANDED else 1
