@@ -109,7 +109,8 @@ def conv9x9_banded_at(img, fy, window, stride_c, stride_h, stride_w, H, W, w9b_p
             iy = reflect(fy + (ky - 4), H)
             a = tl.load(img + iy[:, None] * stride_h + col)
         wk = tl.load(w9b_ptr + (k + ky * 4 * WINDOW)[:, None] * (SEGMENT * 16) + n[None, :])
-        acc = tl.dot(a.to(wk.dtype), wk, acc)
+        # ieee: on fp32 maps (tests) the default would be TF32, which rounds the image to 10 bits.
+        acc = tl.dot(a.to(wk.dtype), wk, acc, input_precision="ieee")
     return acc
 
 
