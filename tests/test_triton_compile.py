@@ -199,6 +199,11 @@ def compile_for_gpu(job: dict):
     return compiled, proc.stderr, sass
 
 
+def tf32_products(ptx: str) -> list[str]:
+    """The TF32 instructions in ``ptx`` (mma/wgmma on .tf32 operands, conversions to tf32)."""
+    return sorted({line.split()[0] for line in ptx.splitlines() if re.search(r"\.tf32\b", line)})
+
+
 def _compile_one(job: dict) -> dict:
     result = dict(job)
     try:
@@ -208,6 +213,7 @@ def _compile_one(job: dict) -> dict:
         result["approximate"] = sorted(set(re.findall(r"\b(?:div\.full|div\.approx|sqrt\.approx|rsqrt\.approx|"
                                                       r"rcp\.approx)\.[a-z0-9.]*", compiled.asm["ptx"])))
         result["spills_in_loops"] = spills_in_loops(sass)
+        result["tf32"] = tf32_products(compiled.asm["ptx"])
         result["registers"] = int(re.search(r"Used (\d+) registers", info).group(1))
         stores = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", info)
         result["spill_stores"], result["spill_loads"] = int(stores.group(1)), int(stores.group(2))
@@ -314,6 +320,23 @@ def test_no_approximate_division_or_square_root(compiled):
     approximate = {(r["kernel"], r["dtype"], r["arch"], tuple(r["approximate"])) for r in compiled
                    if not r["error"] and r["approximate"]}
     assert not approximate, sorted(approximate)
+
+
+def test_no_tf32_products(compiled):
+    """``tl.dot`` of fp32 operands is TF32 on a GPU unless ``input_precision="ieee"`` (10-bit mantissas);
+    the interpreter computes it exactly, so only a GPU run showed it (the head's banded 9x9 on fp32 maps,
+    H100, 2026-11-26: 2.7e-4 from the layers). No kernel offers TF32, so no compiled variant may hold it."""
+    tf32 = {(r["kernel"], r["dtype"], r["arch"], tuple(r["tf32"])) for r in compiled if not r["error"] and r["tf32"]}
+    assert not tf32, sorted(tf32)
+
+
+def test_tf32_detector():
+    """``tf32_products`` on PTX lines as Triton writes them for a TF32 and an ieee fp32 dot."""
+    ptx = "\n".join(["\tcvt.rna.tf32.f32 \t%r1, %f1;",
+                     "\twgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 {%f2}, %rd1, %rd2, p, 1, 1;",
+                     "\tfma.rn.f32 \t%f3, %f4, %f5, %f3;"])
+    assert tf32_products(ptx) == ["cvt.rna.tf32.f32", "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32"]
+    assert tf32_products(ptx.split("\n")[2]) == []
 
 
 if __name__ == "__main__":
