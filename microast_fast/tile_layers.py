@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .reference import ConvLayer, ResidualLayer
-from .torch_backend import featmod_affine
+from .torch_backend import conv_in_halves, featmod_affine
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,19 @@ class Patch:
 class TileConv:
     """One ``ConvLayer`` (reflection padding + convolution), optionally followed by ReLU, on patches."""
 
-    def __init__(self, layer: ConvLayer, relu: bool = False, dense: bool = False, row_split: bool = False):
+    def __init__(self, layer: ConvLayer, relu: bool = False, dense: bool = False, row_split: bool = False,
+                 in_halves: bool = False):
         conv = layer.conv_layer
         self.weight, self.bias = conv.weight, conv.bias
         self.kernel, self.stride, self.groups, self.relu = conv.kernel_size[0], conv.stride[0], conv.groups, relu
         if dense:
             self.weight, self.groups = block_diagonal(self.weight, self.groups), 1
         self.row_split = split_rows(self.weight) if row_split else None
+        self.in_halves = in_halves  # the torch backend's residual convolutions on the CPU (conv_in_halves)
 
     def _conv(self, data: torch.Tensor) -> torch.Tensor:
+        if self.in_halves:
+            return conv_in_halves(data, self.weight, self.bias)
         if self.row_split is not None:
             rows, select = self.row_split
             return F.conv2d(F.conv2d(data, rows), select, self.bias)
@@ -185,8 +189,8 @@ class UpsampleConv:
 class TileResidual:
     """``ResidualLayer`` on patches, plain or with FeatMod (as the affine ``a * x + b``) and FilterMod."""
 
-    def __init__(self, layer: ResidualLayer):
-        self.conv1, self.conv2 = TileConv(layer.conv1), TileConv(layer.conv2)
+    def __init__(self, layer: ResidualLayer, in_halves: bool = False):
+        self.conv1, self.conv2 = TileConv(layer.conv1, in_halves=in_halves), TileConv(layer.conv2, in_halves=in_halves)
 
     def __call__(self, p: Patch, affine=None, filtermod=None) -> Patch:
         if affine is not None:
@@ -216,8 +220,8 @@ class TileNet:
         # Dense on the CPU: the stride-2 16->32 (1.5x faster); not the stride-2 32->64 (1.2x slower).
         self.head = [TileConv(enc1[0], relu=True), TileConv(enc1[2], relu=True, dense=cpu),
                      TileConv(enc1[4], relu=True), TileConv(enc1[6], relu=True), TileConv(enc1[8], relu=True)]
-        self.encoder_blocks = [TileResidual(enc1[10]), TileResidual(model.content_encoder.enc2[0])]
-        self.block1, self.block2 = TileResidual(model.decoder.dec1), TileResidual(model.decoder.dec2)
+        self.encoder_blocks = [TileResidual(enc1[10], cpu), TileResidual(model.content_encoder.enc2[0], cpu)]
+        self.block1, self.block2 = TileResidual(model.decoder.dec1, cpu), TileResidual(model.decoder.dec2, cpu)
         d3 = model.decoder.dec3
         if cpu:
             self.tail_half = [UpsampleConv(d3[1], relu=True, dense=True), TileConv(d3[3], relu=True)]
