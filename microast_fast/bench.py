@@ -149,7 +149,8 @@ def device_name(device: torch.device) -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model} ({torch.get_num_threads()} threads)"
+    # The vector ISA too: oneDNN picks different kernels (speed and summation order) for AVX2 and AVX-512.
+    return f"{model} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
 
 
 def git_revision() -> str:
