@@ -64,9 +64,10 @@ BENCH_BACKENDS = ("reference", "compiled") + BACKENDS + ("streaming",)
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
                "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
-# This project's 2-core development machine: 2 cores x 32 fp32 FLOP per cycle (two 8-wide AVX2
-# FMA units) x about 2.6 GHz. Other CPUs: pass --peak-gflops.
-DEFAULT_CPU_PEAK_GFLOPS = 165.0
+# fp32 FLOP per cycle and core for a CPU's vector ISA: two FMA pipes of its width (AVX2: 8 lanes,
+# AVX-512: 16). A nominal peak: CPUs that split 512-bit FMAs in two (Zen 4) reach half of it; pass
+# --peak-gflops for those.
+CPU_FLOP_PER_CYCLE = {"AVX2": 32, "AVX512": 64}
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (name contains, fp32 without tensor
 # cores, tf32, fp16/bf16). First match wins, so the specific variants come first.
@@ -154,12 +155,14 @@ def device_name(device: torch.device) -> str:
 
 
 def git_revision() -> str:
-    """Short hash of the checkout the package runs from, ``-dirty`` when tracked files differ; else "unknown"."""
+    """Short hash of the checkout the package runs from, ``-dirty`` when tracked files differ (the recorded
+    results aside: a series of ``--record`` runs appends to them); else "unknown"."""
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)benchmarks/results"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -176,12 +179,23 @@ def versions() -> dict[str, str]:
             "cudnn": str(cudnn) if cudnn else "none", "python": platform.python_version()}
 
 
+def cpu_peak_gflops() -> float | None:
+    """threads x FLOP per cycle of the vector ISA x the clock /proc/cpuinfo reports; None if unknown."""
+    per_cycle = CPU_FLOP_PER_CYCLE.get(torch.backends.cpu.get_cpu_capability())
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = next(float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return torch.get_num_threads() * per_cycle * mhz / 1000 if per_cycle else None
+
+
 def peak_gflops(device: torch.device, name: str, dtype: str, override: float | None, tf32: bool) -> float | None:
     """The device's peak for ``dtype`` in GFLOP/s, or None where this table does not know the device."""
     if override is not None:
         return override
     if device.type == "cpu":
-        return DEFAULT_CPU_PEAK_GFLOPS
+        return cpu_peak_gflops()
     for pattern, fp32, tf32_peak, half in GPU_PEAK_TFLOPS:
         if pattern in name:
             return 1000 * (half if dtype != "float32" else tf32_peak if tf32 else fp32)
@@ -662,8 +676,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--results-csv", default=str(RESULTS_CSV), metavar="FILE",
                    help="the results data file (default: benchmarks/results/results.csv of this checkout)")
     p.add_argument("--peak-gflops", type=float, default=None,
-                   help=f"device peak for %%peak; default on a CPU {DEFAULT_CPU_PEAK_GFLOPS:.0f} (2 cores x 32 fp32 "
-                        "FLOP/cycle x 2.6 GHz, this project's dev machine), on a GPU the data-sheet figure of an "
+                   help="device peak for %%peak; default on a CPU threads x fp32 FLOP/cycle of its vector ISA "
+                        "(AVX2 32, AVX-512 64) x the clock in /proc/cpuinfo, on a GPU the data-sheet figure of an "
                         "H100/H200/A100, else unknown")
     p.add_argument("--max-memory", default="1GB",
                    help="working-memory budget of the 'streaming' backend (default: %(default)s)")
