@@ -4,7 +4,8 @@ Against the reference it changes the arithmetic, not the model:
 - FeatMod and the alpha blend become one per-(n, c) affine ``A * x + B`` from exact fp32 statistics,
   so the normalised map and the blend temporaries never exist;
 - FilterMod is an epilogue on each convolution's output (``addcmul``), not separate passes;
-- the style path runs once per style image (``encode_style``) and broadcasts over the content batch.
+- the style path runs once per style image (``encode_style``) and broadcasts over the content batch;
+- on the CPU, fp32 residual 3x3s sum two convolutions over half the input channels (``conv_in_halves``).
 
 It is also the autograd path of the module: every op here is differentiable (in-place ops only on
 temporaries that no backward needs).

@@ -143,3 +143,21 @@ def test_bfloat16_close_to_fp32():
         b = fast16(content.bfloat16(), style.bfloat16()).float().clamp(0, 1)
     psnr = 10 * torch.log10(1 / ((a - b) ** 2).mean())
     assert psnr > 30, psnr
+
+
+def test_residual_convolutions_in_halves():
+    """``conv_in_halves`` computes the convolution (here 2.9e-7 relative from float64; a wrong half
+    would be off by the whole), and half maps take the single one. Why it exists (oneDNN's one-chain
+    channels-last kernel on AVX-512 CPUs) shows in ``test_odd_sizes`` on such a CPU."""
+    import torch.nn.functional as F
+
+    from microast_fast.torch_backend import conv_in_halves
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 64, 30, 41, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(64, 64, 3, 3, generator=g) * 0.05, torch.randn(64, generator=g)
+    exact = F.conv2d(x.double(), w.double(), b.double())
+    out = conv_in_halves(x, w, b)
+    assert out.shape == exact.shape and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.double() - exact).abs().max().item() <= 1e-6 * exact.abs().max().item()
+    half = x.bfloat16()
+    assert torch.equal(conv_in_halves(half, w.bfloat16(), b.bfloat16()), F.conv2d(half, w.bfloat16(), b.bfloat16()))
