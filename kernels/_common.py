@@ -107,6 +107,14 @@ def reflect(i, n):
 
 
 @triton.jit
+def persistent_tile(work, tiles_per_image, tiles_w, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    """Work item ``work`` of a persistent program's walk over every image's tiles (row-major within an
+    image) -> (image, first row, first column)."""
+    tile = work % tiles_per_image
+    return work // tiles_per_image, (tile // tiles_w) * TILE_H, (tile % tiles_w) * TILE_W
+
+
+@triton.jit
 def relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, C_OUT: tl.constexpr):
     """relu(1x1(relu(acc + bg))) of a (grouped) convolution's accumulator [pixels, C_OUT] -> fp32."""
     c_out = tl.arange(0, C_OUT)

@@ -34,7 +34,8 @@ import triton
 import triton.language as tl
 
 from ._common import (ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype,
-                      partial_sum_end, partial_sum_start, persistent_programs, reflect, relu_1x1_relu)
+                      partial_sum_end, partial_sum_start, persistent_programs, persistent_tile, reflect,
+                      relu_1x1_relu)
 from ..weight_packing import compose_up2_grouped3x3
 from .encoder_head import pack_conv1x1, pack_grouped_conv
 
@@ -208,10 +209,7 @@ def decoder_tail_kernel(
     p = tl.arange(0, TILE_H * TILE_W)
 
     for work in range(tl.program_id(0), N * tiles_per_image, tl.num_programs(0)):
-        n = work // tiles_per_image
-        tile = work % tiles_per_image
-        oy = (tile // tiles_w) * TILE_H
-        ox = (tile % tiles_w) * TILE_W
+        n, oy, ox = persistent_tile(work, tiles_per_image, tiles_w, TILE_H, TILE_W)
         hy0 = half_window(oy)
         hx0 = half_window(ox)
         # The previous tile's B and C must have read the slots before they are overwritten.

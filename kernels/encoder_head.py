@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from ._common import (ConfigsByMapDtype, autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start,
-                      persistent_programs, reflect, relu_1x1_relu, tile_pixels)
+                      persistent_programs, persistent_tile, reflect, relu_1x1_relu, tile_pixels)
 
 
 # The 9x9's im2col columns of one kernel row: (input channel, kx) = 3 * 9 = 27, padded to a power of two.
@@ -173,10 +173,7 @@ def encoder_head_half_kernel(
     p = tl.arange(0, TILE_H * TILE_W)
 
     for work in range(tl.program_id(0), N * tiles_per_image, tl.num_programs(0)):
-        n = work // tiles_per_image
-        tile = work % tiles_per_image
-        hy0 = (tile // tiles_w) * TILE_H
-        hx0 = (tile % tiles_w) * TILE_W
+        n, hy0, hx0 = persistent_tile(work, tiles_per_image, tiles_w, TILE_H, TILE_W)
         img = img_ptr + n.to(tl.int64) * stride_n
         # The span's 9x9s read full-res rows 2 * hy0 - 5 .. 2 * (hy0 + TILE_H) + 3: inside the image
         # for every tile but those of the first and last rows of tiles.
