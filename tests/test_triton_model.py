@@ -204,11 +204,11 @@ def test_large_fp32(fast, ref, ref64, h, w):
 
 @pytest.mark.skipif(CUDA, reason="the GPU runs test_half_precision_quality")
 def test_fp16_in_the_interpreter(ref):
-    """fp16 maps through every kernel path on a CPU: 152x152 puts tiles of the head's fast path (its banded
-    9x9's windows inside the image) and of the tail's phase path between border tiles (the interpreter's
-    32x32 tiles). The interpreter
-    stores fp16 but computes as numpy does, so this checks the half paths' operands and casts, not the
-    GPU's rounding; the issue's bar, 45 dB, applies all the same (measured: 55.1 dB, 2026-11-26, with the head's 9x9 in either form)."""
+    """fp16 maps through every kernel path on a CPU: 152x152 puts tiles of the head's fast path (its
+    banded 9x9's windows inside the image) and of the tail's phase path between border tiles (the
+    interpreter's 32x32 tiles). The interpreter stores fp16 but computes as numpy does, so this checks
+    the half paths' operands and casts, not the GPU's rounding; the issue's bar, 45 dB, applies all the
+    same (measured: 55.1 dB, 2026-11-26, with the head's 9x9 in either form)."""
     model = MicroAST.from_pretrained(backend="triton", dtype=torch.float16)
     content, style = photo(152, 152, 5), photo(64, 64, 6)
     with torch.inference_mode():
