@@ -78,7 +78,7 @@ if __name__ == "__main__":  # pip runs it so; tests import its helpers
         long_description_content_type="text/markdown",
         license="MIT",
         python_requires=">=3.10",
-        packages=["microast_fast", "microast_fast.kernels"],
+        packages=["microast_fast", "microast_fast.backends", "microast_fast.bench", "microast_fast.kernels"],
         package_dir={"microast_fast.kernels": "kernels"},
         package_data={"microast_fast": ["data/weights/*", "data/assets/*", "data/*.json"]},
         install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],

@@ -1,6 +1,6 @@
 // The one file that knows about torch: tensors in, raw pointers and the current stream out to the
 // kernels of microast_kernels.h. Ops live in the ``microast`` namespace beside the Triton ones (hence a
-// FRAGMENT); their fake implementations are registered from Python (microast_fast/cuda_backend.py).
+// FRAGMENT); their fake implementations are registered from Python (microast_fast/backends/cuda_backend.py).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -106,7 +106,7 @@ at::Tensor resblock(const at::Tensor& x, const at::Tensor& w1, const at::Tensor&
     mod.filt_w = filt_w->data_ptr<float>(), mod.filt_b = filt_b->data_ptr<float>();
   }
   constexpr int64_t kConv = 9 * MICROAST_CHANNELS * MICROAST_CHANNELS;
-  const char* hint = "pack_conv3x3: [9 taps, 64 in, 64 out] in the map dtype";
+  const char* hint = "pack_residual_block: [9 taps, 64 in, 64 out] in the map dtype";
   at::Tensor scratch = at::empty_like(x), out = at::empty_like(x);
   C10_CUDA_CHECK(microast_resblock(map_dtype(x), x.data_ptr(), packed(w1, "w1", x, kConv, hint),
                                    fp32(b1, "b1", x, MICROAST_CHANNELS), packed(w2, "w2", x, kConv, hint),
@@ -124,15 +124,15 @@ at::Tensor decoder_tail(const at::Tensor& x, const at::Tensor& wg1, const at::Te
   check_map(x);
   const c10::cuda::CUDAGuard guard(x.device());
   const bool tensor_cores = x.scalar_type() != at::kFloat;
-  TORCH_CHECK(w9_mma.has_value() == tensor_cores, "w9_mma (pack_conv9x9_mma) is for fp16/bf16 maps, and only for them");
+  TORCH_CHECK(w9_mma.has_value() == tensor_cores, "w9_mma (pack_conv9x9_out) is for fp16/bf16 maps, and only for them");
   const MicroastTailWeights weights{
       fp32(wg1, "wg1", x, 32 * 2 * 9), fp32(bg1, "bg1", x, 32), fp32(w1, "w1", x, 32 * 32), fp32(b1, "b1", x, 32),
       fp32(wg2, "wg2", x, 16 * 2 * 9), fp32(bg2, "bg2", x, 16), fp32(w2, "w2", x, 16 * 16), fp32(b2, "b2", x, 16),
       fp32(w9, "w9", x, 3 * 16 * 81), fp32(b9, "b9", x, 3),
       fp32(wg1_phase, "wg1_phase", x, 4 * 9 * 64), fp32(wg2_phase, "wg2_phase", x, 4 * 9 * 32),
-      tensor_cores ? packed(*w9_mma, "w9_mma", x, 81 * 16 * 16, "pack_conv9x9_mma: [81 taps, 16 in, 16 out]") : nullptr};
+      tensor_cores ? packed(*w9_mma, "w9_mma", x, 81 * 16 * 16, "pack_conv9x9_out: [81 taps, 16 in, 16 out]") : nullptr};
   for (const auto& [t, name] : {std::pair{&w1, "w1"}, {&w2, "w2"}, {&wg1_phase, "wg1_phase"}, {&wg2_phase, "wg2_phase"}})
-    check_aligned16(*t, name, "tail_weights");
+    check_aligned16(*t, name, "tail_operands");
   check_aligned16(x, "x", "clone()");  // its pixels are read 4 channels a load
   const int64_t n = x.size(0), h = x.size(1), w = x.size(2);
   at::Tensor out = at::empty({n, 3, 4 * h, 4 * w}, x.options());
@@ -158,8 +158,8 @@ at::Tensor encoder_head(const at::Tensor& image, const at::Tensor& w9, const at:
       fp32(wg2, "wg2", image, 64 * 9), fp32(bg2, "bg2", image, 64), fp32(w2, "w2", image, 64 * 64),
       fp32(b2, "b2", image, 64),
       tensor_cores ? packed(*w9_mma, "w9_mma", image, 256 * 16, "pack_conv9x9_im2col: [256 taps, 16 out]") : nullptr};
-  check_aligned16(w9, "w9", "head_weights");
-  check_aligned16(w2, "w2", "head_weights");
+  check_aligned16(w9, "w9", "head_operands");
+  check_aligned16(w2, "w2", "head_operands");
   const int64_t n = image.size(0), h = image.size(2), w = image.size(3);
   const int64_t half_h = (h + 1) / 2, half_w = (w + 1) / 2;
   at::Tensor half = at::empty({n, half_h, half_w, 32}, image.options());

@@ -75,7 +75,7 @@ def partial_sum_start(acc, EXACT: tl.constexpr):
     fresh zero partial, added to ``acc`` by ``partial_sum_end``; else ``acc`` itself (half maps: the
     tensor cores' one fp32 chain). One FMA chain over a whole convolution (576 products in a residual
     block's 3x3, 1,296 in the tail's 9x9) rounded about twice as far from float64 as PyTorch's
-    convolutions (csrc/resblock_impl.cuh). The partial must be a loop result: ``acc + tl.dot(a, b)``
+    convolutions (docs/kernel_notes.md). The partial must be a loop result: ``acc + tl.dot(a, b)``
     would be folded back into ``tl.dot(a, b, acc)``, one chain again."""
     if EXACT:
         part = tl.zeros(acc.shape, tl.float32)

@@ -36,8 +36,6 @@ import triton.language as tl
 from ._common import (ConfigsByMapDtype, autotune_configs, bilinear_up2_source, check_map_dtype,
                       partial_sum_end, partial_sum_start, persistent_programs, persistent_tile, reflect,
                       relu_1x1_relu)
-from ..weight_packing import compose_up2_grouped3x3
-from .encoder_head import pack_conv1x1, pack_grouped_conv
 
 HALO = tl.constexpr(4)  # the 9x9 output convolution's reach
 # Half-res rows (and columns) a full-res tile of side T reads, beyond T / 2: see ``half_window``.
@@ -46,6 +44,9 @@ HALF_MARGIN = tl.constexpr(6)
 # o >= INTERIOR_BEFORE and o + T + INTERIOR_AFTER <= H (W): see ``decoder_tail_kernel``.
 INTERIOR_BEFORE = tl.constexpr(8)
 INTERIOR_AFTER = tl.constexpr(12)
+# Rows of each kernel row's 9x9 weights (``weight_packing.pack_conv9x9_out``): 9 * 16 = 144, zero-padded
+# to the largest BLOCK_K9 chunking.
+W9_ROW_K = tl.constexpr(256)
 
 
 @triton.jit
@@ -120,9 +121,7 @@ def phase_grouped_conv_1x1(src, row_pixels, pixel, phase, wp_ptr, bg_ptr, w1_ptr
     - for half maps (``ON_TENSOR_CORES``), one ``tl.dot`` of the tap's [BLOCK, C_IN] pixels, loaded
       whole (vectorized), with the block-sparse dense [C_IN, C_OUT] matrix built in registers from
       ``wp`` and rounded to the map dtype. Its cost is mostly fixed per tap and chunk, so it is the
-      cheaper form, the more so for large chunks: the aligned 16x16 fp16 build on sm_90, Triton 3.6,
-      took 1,356 -> 622 instructions a thread per 128-pixel B chunk (sm_80: 1,358 -> 505) and 1,354 ->
-      1,033 per 64-pixel A chunk; 32x32 tiles, 1,378 -> 687;
+      cheaper form, the more so for large chunks (instruction counts: docs/kernel_notes.md);
     - for fp32 maps, as what it is: two fp32 FMAs per output, exact, where a dot would make C_IN / 2
       times the products on FMA units."""
     co = tl.arange(0, C_OUT)
@@ -154,19 +153,15 @@ def _config(tile_h: int, tile_w: int, chunk_a: int, chunk_b: int, warps: int, st
 
 
 # The register budget is set by C's [pixels, 16] fp32 accumulator (two in fp32: the per-row partials)
-# and the general path's [CHUNK, 16] dot operands. Spill-free with Triton 3.6 and 3.9 on sm_80 and
-# sm_90 (tests/test_triton_compile.py) only so: half maps pipeline C's loads (3 stages) but not with 16
-# warps, whose 128 registers also want 64-pixel A chunks (with 128, sm_80 spilled loop invariants);
-# 16x16 tiles want 128-pixel B chunks (64 spilled in fp16 on sm_80 with 3.6); fp32 maps take neither
-# 16 warps nor pipelining (sm_80 and sm_90 spilled 12-88 bytes with them).
+# and the general path's [CHUNK, 16] dot operands. These configs spill in no loop on sm_80 and sm_90
+# (tests/test_triton_compile.py) only so: half maps pipeline C's loads (3 stages) but not with 16
+# warps, whose 128 registers also want 64-pixel A chunks; 16x16 tiles want 128-pixel B chunks; fp32
+# maps take neither 16 warps nor pipelining.
 # 32x32 tiles recompute the least at their borders (A 1.9x its half-res pixels, B 1.6x the full-res
 # ones, against 3.1x and 2.25x for 16x16), for half maps only: fp32's two [1024, 16] accumulators do
-# not fit 8 warps' registers. Unpipelined: with 3 stages sm_80 spilled in A's loop; the SASS of an
-# interior tile (aligned, sm_90, Triton 3.6) comes to about 130 warp instructions an output pixel,
-# against about 380 for the 16x16 config.
-# fp32 16x16 with aligned pointers (what the JIT compiles): left to itself, ptxas holds sm_80 to 128
-# registers and spills 96-100 bytes. Capped at 176-200 it spills in no form (aligned or not, sm_80 or
-# sm_90, Triton 3.6 or 3.9; 184: sm_80 184 registers, sm_90 113-140); caps of 128-168 spilled in one.
+# not fit 8 warps' registers. Unpipelined: with 3 stages A's loop spills.
+# fp32 16x16 is capped at 184 registers: left alone, ptxas holds sm_80 to 128 and spills.
+# (The measurements behind each choice: docs/kernel_notes.md.)
 HALF_CONFIGS = [_config(16, 16, 64, 128, 8, 3), _config(16, 32, 64, 64, 8, 3), _config(16, 32, 64, 128, 16, 1),
                 _config(32, 32, 64, 128, 8, 1)]
 FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1, maxnreg=184), _config(16, 32, 64, 64, 8, 1)]
@@ -283,7 +278,7 @@ def decoder_tail_kernel(
 
         # C. With the slot in [pixel][channel] order, the 9 taps x 16 channels of a kernel row are 144
         # consecutive values from the window's first pixel: K = 144 per row, in BLOCK_K9 chunks
-        # (weights zero-padded to 256 rows, loads masked past 144).
+        # (weights zero-padded to W9_ROW_K rows, loads masked past 144).
         ty = p // TILE_W
         tx = p % TILE_W
         # b9 is loaded per tile: held across the persistent loop, sm_80's fp32 build spills
@@ -295,7 +290,7 @@ def decoder_tail_kernel(
             for j0 in range(0, 144, BLOCK_K9):
                 j = j0 + tl.arange(0, BLOCK_K9)
                 v = tl.load(slot_b + row[:, None] + j[None, :], mask=(j < 144)[None, :], other=0.0)
-                w_row = tl.load(w9_ptr + ky * 256 * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
+                w_row = tl.load(w9_ptr + ky * W9_ROW_K * 16 + j[:, None] * 16 + c16[None, :])  # [kx*16+ci, c_out]
                 part = tl.dot(v, w_row, part, input_precision="ieee")
             acc = partial_sum_end(acc, part, out_ptr.dtype.element_ty == tl.float32)
         y = acc + b9[None, :]
@@ -304,30 +299,6 @@ def decoder_tail_kernel(
         valid = (oyy < H) & (oxx < W)
         offs = n.to(tl.int64) * 3 * H * W + c16[None, :].to(tl.int64) * H * W + (oyy * W + oxx)[:, None]
         tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=valid[:, None] & (c16 < 3)[None, :])
-
-
-def pack_conv9x9_out(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
-    """``[3, 16, 9, 9]`` -> ``[9, 256, 16]``: per kernel row ``ky``, rows ``kx * 16 + ci`` (zero past 144),
-    output columns 3..15 zero (tl.dot needs N >= 16); and the bias padded to 16 (fp32)."""
-    c_out, c_in = weight.shape[:2]
-    rows = weight.permute(2, 3, 1, 0).reshape(9, 9 * c_in, c_out)  # [ky, kx * c_in + ci, c_out]
-    padded = rows.new_zeros(9, 256, 16)
-    padded[:, : 9 * c_in, :c_out] = rows
-    b = bias.new_zeros(16, dtype=torch.float32)
-    b[:c_out] = bias.float()
-    return padded.to(dtype).contiguous(), b
-
-
-def pack_decoder_tail(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
-    """The twelve operands of ``decoder_tail`` from a ``Decoder.dec3`` (conv layers 1, 3, 6, 8, 10)."""
-    conv = [dec3[i].conv_layer for i in (1, 3, 6, 8, 10)]
-    return [
-        pack_grouped_conv(conv[0].weight, 32, dtype), compose_up2_grouped3x3(conv[0].weight), conv[0].bias,
-        pack_conv1x1(conv[1].weight, dtype), conv[1].bias,
-        pack_grouped_conv(conv[2].weight, 16, dtype), compose_up2_grouped3x3(conv[2].weight), conv[2].bias,
-        pack_conv1x1(conv[3].weight, dtype), conv[3].bias,
-        *pack_conv9x9_out(conv[4].weight, conv[4].bias, dtype),
-    ]
 
 
 def slot_elements(config: dict) -> int:

@@ -21,9 +21,7 @@ The 9x9 has two forms. Its cost is its gather, not its products:
     4) is loaded once against a banded weight matrix (``pack_conv9x9_banded``): a quarter of the
     gather for twice the products. Windows start on multiples of 8 columns, so in contiguous images
     whose width is a multiple of 16 (strides the JIT marks so) they are whole 16-byte rows (cp.async).
-Interior tile of fp16 maps, SASS of Triton 3.6 for sm_90 as the JIT compiles a contiguous image of
-width a multiple of 16: 18.5 warp instructions a full-res pixel (banded, 8x32 tiles), against 109 with
-each tap recomputing its 9x9s in the im2col form (e096374); not yet timed on a GPU.
+The banded form takes a fraction of the im2col form's instructions a pixel (docs/kernel_notes.md).
 
 Grouped convolutions run as ``tl.dot`` with a block-sparse per-tap matrix (``pack_grouped_conv``):
 in fp32 the zero products are exact, so the result is the grouped sum in another order.
@@ -116,11 +114,11 @@ def conv9x9_banded_at(img, fy, window, stride_c, stride_h, stride_w, H, W, w9b_p
 
 # Per 9x9 step: BLOCK9 pixels of the span (fp32 maps, im2col form) or SEGMENTS segments of 8 pixels
 # (half maps, banded form). fp32, 8x16 tiles: a 17 x 33 span, 561 pixels in 9 steps of 64. Half maps,
-# 8x32 tiles: 17 rows of 9 segments in 3 steps of 64, 1.5x the tile's full-res pixels, each far cheaper
-# than in the im2col form. Two programs an SM are resident at four warps whatever their register
-# count (``launch_encoder_head``), at eight with up to 128 (sm_90, Triton 3.6); with more, one at a
-# time does the same work in turn. Larger banded steps or tiles, or four warps, spill inside loops
-# when the image is not 16-byte aligned; three stages spill with Triton 3.9 (fp32 8x16 on sm_90).
+# 8x32 tiles: 17 rows of 9 segments in 3 steps of 64, 1.5x the tile's full-res pixels. Two programs an
+# SM are resident at four warps whatever their register count (``launch_encoder_head``), at eight with
+# up to 128 registers; with more, one at a time does the same work in turn. Two stages, eight warps for
+# half maps, no larger steps or tiles: the alternatives spill inside loops in some form (the full
+# record: docs/kernel_notes.md).
 FP32_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK9": 64, "SEGMENTS": 64}, num_warps=4, num_stages=2)
 HALF_MAP_CONFIGS = [
     triton.Config({"TILE_H": 8, "TILE_W": 32, "BLOCK9": 64, "SEGMENTS": 64}, num_warps=8, num_stages=2),
@@ -259,7 +257,6 @@ def encoder_head_quarter_kernel(
     tile = tl.program_id(0)
     n = tl.program_id(1)
     py, px, valid = tile_pixels(tile, H4, W4, TILE_H, TILE_W)
-    c32 = tl.arange(0, 32)
     c64 = tl.arange(0, 64)
     src = x_ptr + n.to(tl.int64) * H2 * W2 * 32
 
@@ -276,58 +273,6 @@ def encoder_head_quarter_kernel(
     h = relu_1x1_relu(acc, bg_ptr, w1_ptr, b1_ptr, 64)
     offs = n.to(tl.int64) * H4 * W4 * 64 + (py * W4 + px)[:, None] * 64 + c64[None, :]
     tl.store(out_ptr + offs, h.to(out_ptr.dtype.element_ty), mask=valid[:, None])
-
-
-def pack_grouped_conv(weight: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
-    """Grouped ``[c_out, c_in / groups, k, k]`` -> dense block-sparse ``[k*k, c_in, c_out]`` GEMM operands."""
-    c_out, per_group, kh, kw = weight.shape
-    c_in = per_group * groups
-    out_per_group = c_out // groups
-    dense = weight.new_zeros(kh * kw, c_in, c_out)
-    taps = weight.reshape(c_out, per_group, kh * kw).permute(2, 1, 0)  # [tap, j, c_out]
-    for j in range(per_group):
-        ci = (torch.arange(c_out, device=weight.device) // out_per_group) * per_group + j
-        dense[:, ci, torch.arange(c_out, device=weight.device)] = taps[:, j, :]
-    return dense.to(dtype).contiguous()
-
-
-def pack_conv9x9_rows(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The head's 9x9 ``[16, 3, 9, 9]`` -> ``[9 * 32, 16]``: per kernel row ``ky``, rows ``ci * 9 + kx``
-    (zero past 27), the B operands of ``encoder_head_half_kernel``'s row products."""
-    c_out, c_in = weight.shape[:2]
-    rows = weight.permute(2, 1, 3, 0).reshape(9, c_in * 9, c_out)  # [ky, ci * 9 + kx, c_out]
-    padded = rows.new_zeros(9, ROW_K.value, c_out)
-    padded[:, : c_in * 9] = rows
-    return padded.reshape(-1, c_out).to(dtype).contiguous()
-
-
-def pack_conv9x9_banded(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The head's 9x9 ``[16, 3, 9, 9]`` -> ``[9 * 64, 128]``: per kernel row ``ky``, rows ``ci * 16 + j``
-    (window column ``j``; rows 48..63 zero), columns ``xl * 16 + co``: ``weight[co, ci, ky, j - xl]``
-    where ``0 <= j - xl <= 8``, else zero. The B operands of the banded 9x9 (``conv9x9_banded_at``)."""
-    c_out, c_in, kh, kw = weight.shape
-    segment, window = SEGMENT.value, WINDOW.value
-    banded = weight.new_zeros(kh, 4, window, segment, c_out)
-    for xl in range(segment):
-        banded[:, :c_in, xl:xl + kw, xl, :] = weight.permute(2, 1, 3, 0)  # [ky, ci, kx, co]
-    return banded.reshape(kh * 4 * window, segment * c_out).to(dtype).contiguous()
-
-
-def pack_conv1x1(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``[c_out, c_in, 1, 1]`` -> ``[c_in, c_out]``."""
-    return weight[:, :, 0, 0].t().to(dtype).contiguous()
-
-
-def pack_encoder_head(enc1: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
-    """The eleven operands of ``encoder_head`` from an ``Encoder.enc1`` (layers 0, 2, 4, 6, 8)."""
-    conv = [enc1[i].conv_layer for i in (0, 2, 4, 6, 8)]
-    return [
-        pack_conv9x9_rows(conv[0].weight, dtype), pack_conv9x9_banded(conv[0].weight, dtype), conv[0].bias,
-        pack_grouped_conv(conv[1].weight, 16, dtype), conv[1].bias,
-        pack_conv1x1(conv[2].weight, dtype), conv[2].bias,
-        pack_grouped_conv(conv[3].weight, 32, dtype), conv[3].bias,
-        pack_conv1x1(conv[4].weight, dtype), conv[4].bias,
-    ]
 
 
 def slot_elements(config: dict) -> int:

@@ -47,8 +47,8 @@ def featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_str
 def featmod_affine_kernel(x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride, alpha_ptr, alpha_stride,
                           affine_ptr, C: tl.constexpr):
     """grid (N,): ``affine`` [N, 2, C] fp32, rows A and B of ``featmod_affine``, computed once per block
-    rather than in every (tap, channel chunk) step of the convolution that applies them on load (that
-    cost conv1 of the decoder blocks 3.6x the instructions of a plain convolution: sm_90, Triton 3.6)."""
+    rather than in every (tap, channel chunk) step of the convolution that applies them on load (which
+    made conv1 of the decoder blocks several times the instructions of a plain convolution)."""
     n = tl.program_id(0)
     c = tl.arange(0, C)
     a, b = featmod_affine(n, c, x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_stride, alpha_ptr,
@@ -58,17 +58,15 @@ def featmod_affine_kernel(x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_st
 
 
 # fp32's per-tap partial sums (below) hold 16 more registers a thread: with BLOCK_K=32 that spills on
-# sm_90 (Triton 3.9), so fp32 maps use the BLOCK_K=16 config.
+# sm_90, so fp32 maps use the BLOCK_K=16 config.
 WIDE_K_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=8)
 
 
 @triton.autotune(
     configs=autotune_configs(
         # The epilogue holds a few [pixels, 64] fp32 tiles: at most 16 pixel-channels per thread
-        # (pixels * 64 / threads). With 4 warps on 8x8 tiles (32 per thread) Triton 3.6 spills the
-        # FeatMod+FilterMod+statistics conv2 for half maps on sm_90 (255 registers, 72-96 bytes) and
-        # every variant needs about 200 registers; with 8 warps about 120 and no spills in Triton 3.6
-        # and 3.9 (tests/test_triton_compile.py).
+        # (pixels * 64 / threads), hence 8 warps on 8x8 tiles: with 4 (32 per thread) the fullest
+        # variant spills (docs/kernel_notes.md; tests/test_triton_compile.py).
         [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=8),
          WIDE_K_CONFIG],
         triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
@@ -171,7 +169,7 @@ def filtermod_resblock(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One residual block on an NHWC map ``x`` [N, H, W, 64].
 
-    ``w1, w2``: packed ``[9, 64, 64]`` (``weight_packing.pack_conv3x3_weight``), biases ``[64]``. FeatMod (all five or
+    ``w1, w2``: packed ``[9, 64, 64]`` (``weight_packing.pack_conv_taps``), biases ``[64]``. FeatMod (all five or
     none): ``x_mean, x_std`` [N, 64] fp32, ``s_mean, s_std`` [1 or N, 64], ``alpha`` [1 or N] fp32.
     FilterMod (both or none): ``filt_w, filt_b`` [1 or N, 64]. Returns ``(out, mean, std)``: the block's
     output and, with ``with_stats``, its instance statistics [N, 64] fp32 (else empty [0, 64]).

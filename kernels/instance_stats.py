@@ -4,8 +4,7 @@ Two steps, both in fp32 whatever the map dtype:
 1. per-tile partials ``(count, mean, M2)``: each tile's mean and the squared deviations from *that*
    mean (two passes over registers), never ``E[x^2] - E[x]^2``, which loses digits in fp32 over
    millions of positions. The residual-block kernel writes these from its epilogue
-   (``tile_partial_stats``) for the map it has just produced; ``instance_stats_partials_kernel``
-   does the same for any existing map.
+   (``tile_partial_stats``) for the map it has just produced.
 2. an exact merge (Chan et al.) of all tiles of a sample: blocks of tiles are combined with the
    parallel formula ``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, blocks in sequence with Chan's
    pairwise update, so no step subtracts two large sums.
@@ -22,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotune_configs, check_map_dtype, launched_config, tile_pixels
+from ._common import launched_config
 
 FEATMOD_EPS = 1e-5
 
@@ -41,30 +40,6 @@ def tile_partial_stats(v, valid, part_ptr, C: tl.constexpr):
     tl.store(part_ptr + c, tl.zeros([C], tl.float32) + count)
     tl.store(part_ptr + C + c, mean)
     tl.store(part_ptr + 2 * C + c, m2)
-
-
-@triton.autotune(
-    configs=autotune_configs(
-        [triton.Config({"TILE_H": 8, "TILE_W": 8}, num_warps=4),
-         triton.Config({"TILE_H": 16, "TILE_W": 16}, num_warps=8)],
-        triton.Config({"TILE_H": 16, "TILE_W": 16}, num_warps=4),
-    ),
-    key=["H", "W"],
-)
-@triton.jit
-def instance_stats_partials_kernel(
-    x_ptr, part_ptr, H, W, stride_n, stride_c, stride_h, stride_w,
-    C: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-):
-    # grid: (tiles of one sample, N); any layout through the strides (NCHW or the kernels' NHWC).
-    tile = tl.program_id(0)
-    n = tl.program_id(1)
-    py, px, valid = tile_pixels(tile, H, W, TILE_H, TILE_W)
-    c = tl.arange(0, C)
-    ptrs = x_ptr + n.to(tl.int64) * stride_n + (py * stride_h + px * stride_w)[:, None] + c[None, :] * stride_c
-    v = tl.load(ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-    tiles = tl.num_programs(0)
-    tile_partial_stats(v, valid, part_ptr + (n * tiles + tile).to(tl.int64) * (3 * C), C)
 
 
 @triton.jit
@@ -115,25 +90,3 @@ def merge_partials(partials: torch.Tensor, tiles: int, block_t: int = 64) -> tup
     std = partials.new_empty(n, c)
     instance_stats_merge_kernel[(n,)](partials, mean, std, tiles, FEATMOD_EPS, C=c, BLOCK_T=block_t)
     return mean, std
-
-
-@torch.library.custom_op("microast::instance_stats", mutates_args=())
-def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Statistics of an NHWC map ``x`` [N, H, W, C] (the layout the kernels keep their maps in):
-    ``(mean, std)``, each [N, C] fp32, ``std = sqrt(unbiased var + 1e-5)``."""
-    check_map_dtype(x)
-    n, h, w, c = x.shape
-    partials = torch.empty(n, max_tiles(instance_stats_partials_kernel, h, w), PARTIAL_FIELDS, c,
-                           device=x.device, dtype=torch.float32)
-
-    def grid(meta):
-        return (triton.cdiv(h, meta["TILE_H"]) * triton.cdiv(w, meta["TILE_W"]), n)
-
-    instance_stats_partials_kernel[grid](x, partials, h, w, x.stride(0), x.stride(3), x.stride(1), x.stride(2), C=c)
-    return merge_partials(partials, launched_tiles(instance_stats_partials_kernel, h, w))
-
-
-@instance_stats.register_fake
-def _(x):
-    n, c = x.shape[0], x.shape[3]
-    return x.new_empty(n, c, dtype=torch.float32), x.new_empty(n, c, dtype=torch.float32)

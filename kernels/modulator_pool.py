@@ -49,14 +49,6 @@ def modulator_pool_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C: tl.constexpr, B
     tl.store(out_ptr + n * 2 * C + C + c, out1)
 
 
-def pack_modulator_pair(weight_branch: torch.nn.Sequential, bias_branch: torch.nn.Sequential):
-    """Two Modulator branches -> depthwise weights ``[2, 9, 64]`` and biases ``[2, 64]``, fp32."""
-    convs = [weight_branch[0].conv_layer, bias_branch[0].conv_layer]
-    w = torch.stack([cv.weight.reshape(cv.weight.shape[0], 9).t() for cv in convs]).float().contiguous()
-    b = torch.stack([cv.bias for cv in convs]).float().contiguous()
-    return w, b
-
-
 @torch.library.custom_op("microast::modulator_pool", mutates_args=())
 def modulator_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """NHWC ``x`` [N, H, W, 64] -> ``[N, 2, 64]`` fp32: per branch, the mean over pixels of the depthwise conv."""

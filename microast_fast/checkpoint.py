@@ -13,7 +13,8 @@ from typing import Mapping
 
 import torch
 
-# Submodule name -> file name in the published release (EndyWon/MicroAST, models/).
+# The submodules of the published release (EndyWon/MicroAST, models/), one file each:
+# ``<name>_iter_<iteration>.pth.tar``.
 MODULE_NAMES = ("content_encoder", "style_encoder", "modulator", "decoder")
 PUBLISHED_ITERATION = 160000
 

@@ -1,34 +1,32 @@
-"""Which backend runs a forward pass, and why another one cannot.
+"""Which backend runs a forward pass ("auto" or a name), and why another one cannot.
 
-A backend is a module with two functions: ``encode_style(model, style) -> StyleSignals`` and
-``stylize(model, content, signals, alpha) -> image``. Asking for one that cannot run raises; nothing
-falls back silently to a slower path.
+Asking for a backend that cannot run raises ``BackendUnavailableError``; nothing falls back silently
+to a slower path. Each backend answers for its own availability (``Backend.unavailable_reason``).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import math
-import os
 from importlib import resources
-from types import ModuleType
 
 import torch
 
-BACKENDS = ("torch", "triton", "cuda")
+from .backends import BACKENDS, BackendUnavailableError, get_backend
+
 BACKEND_CHOICES = ("auto",) + BACKENDS
+# The backend that runs everywhere: "auto" off a GPU, or where nothing measured can run.
+FALLBACK = "torch"
 
 # "auto" on a CUDA device takes the backend measured fastest on that GPU model for the input's dtype and
 # size, from data/auto_backend.json: rows that benchmarks/auto_table.py writes from a GPU run of
 # benchmarks/gpu_run.sh, naming only backends whose GPU tests passed in that run. A GPU model with no
-# rows, or a measured backend that cannot run here, gets "torch". On a CPU "auto" is always "torch".
+# rows, or a measured backend that cannot run here, gets FALLBACK.
 AUTO_TABLE = "auto_backend.json"
 
-
-class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run here; the message says what is missing."""
+__all__ = ["AUTO_TABLE", "BACKENDS", "BACKEND_CHOICES", "BackendUnavailableError", "auto_table", "backend_report",
+           "check_backend_name", "measured_choice", "resolve_backend", "unavailable_reason"]
 
 
 def check_backend_name(name: str) -> str:
@@ -39,36 +37,7 @@ def check_backend_name(name: str) -> str:
 
 def unavailable_reason(name: str, device: torch.device) -> str | None:
     """None when backend ``name`` can run on ``device``, else what is missing, in words a user can act on."""
-    check_backend_name(name)
-    if name == "torch":
-        return None
-    if name == "triton":
-        return _triton_unavailable_reason(device)
-    if name == "cuda":
-        if device.type != "cuda":
-            return f"the CUDA kernels run on CUDA devices, not on {device.type}"
-        from .cuda_ext import unavailable_reason as extension_unavailable_reason
-
-        return extension_unavailable_reason()
-    raise AssertionError(name)
-
-
-def _triton_unavailable_reason(device: torch.device) -> str | None:
-    # On a CPU the kernels run only in Triton's interpreter, which must be chosen before triton is
-    # first imported: check the environment before importing anything.
-    if device.type == "cpu":
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            return ("the Triton kernels need a CUDA device; on a CPU they run only in Triton's interpreter "
-                    "(set TRITON_INTERPRET=1 before triton is imported; slow, meant for testing)")
-    elif device.type != "cuda":
-        return f"the Triton kernels run on CUDA devices (or on the CPU under TRITON_INTERPRET=1), not on {device.type}"
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return f"triton cannot be imported ({exc}); install it with `pip install triton`"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "this PyTorch build has no working CUDA"
-    return None
+    return get_backend(check_backend_name(name)).unavailable_reason(device)
 
 
 @functools.cache
@@ -94,7 +63,7 @@ def measured_choice(rows, device_name: str, dtype: torch.dtype, pixels: int | No
 # Under torch.compile, name the backend explicitly so no lookup runs in the traced forward.
 def _auto_on_gpu(device: torch.device, dtype: torch.dtype, pixels: int | None) -> str:
     choice = measured_choice(auto_table(), torch.cuda.get_device_name(device), dtype, pixels)
-    return choice if choice is not None and unavailable_reason(choice, device) is None else "torch"
+    return choice if choice is not None and unavailable_reason(choice, device) is None else FALLBACK
 
 
 def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -106,16 +75,12 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype = t
     check_backend_name(requested)
     if requested == "auto":
         if device.type != "cuda" or not torch.cuda.is_available():
-            return "torch"
+            return FALLBACK
         return _auto_on_gpu(device, dtype, pixels)
     reason = unavailable_reason(requested, device)
     if reason is not None:
         raise BackendUnavailableError(f"backend {requested!r} is not available on {device}: {reason}")
     return requested
-
-
-def backend_module(name: str) -> ModuleType:
-    return importlib.import_module(f"microast_fast.{name}_backend")
 
 
 def backend_report(device: torch.device) -> dict[str, str | None]:

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from . import dispatch, streaming
+from .backends import Backend, get_backend
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
 from .signals import StyleSignals
-from .validation import check_image, check_model_match, check_pair, normalize_alpha
+from .validation import check_image, check_model_match, check_pair, check_size, normalize_alpha
 
 
 class MicroAST(StrictStateDictMixin, nn.Module):
@@ -75,25 +76,35 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         self.active_backend
         return self
 
-    # --- backend ------------------------------------------------------------------------------
+    # --- device, dtype, backend -----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are, and so where inputs must be."""
+        return self._param.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype, and so the inputs' and the maps'."""
+        return self._param.dtype
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return self.content_encoder.enc1[0].conv_layer.weight
+
     @property
     def active_backend(self) -> str:
         """The backend that runs on this model's device (raises if the requested one cannot). For "auto"
         on a GPU the choice also depends on the content's size (``dispatch.resolve_backend``): this is
         the choice for large images."""
-        return dispatch.resolve_backend(self.backend, self._param.device, self._param.dtype)
-
-    @property
-    def _param(self) -> torch.Tensor:
-        return self.content_encoder.enc1[0].conv_layer.weight
+        return dispatch.resolve_backend(self.backend, self.device, self.dtype)
 
     def _records_grad(self, *tensors) -> bool:
         return torch.is_grad_enabled() and (
             any(t.requires_grad for t in tensors) or any(p.requires_grad for p in self.parameters())
         )
 
-    def _backend_for(self, records_grad: bool, pixels: int | None = None) -> object:
-        name = dispatch.resolve_backend(self.backend, self._param.device, self._param.dtype, pixels)
+    def _backend_for(self, records_grad: bool, pixels: int | None = None) -> Backend:
+        name = dispatch.resolve_backend(self.backend, self.device, self.dtype, pixels)
         if records_grad and name != "torch":
             if not self._warned_autograd:
                 warnings.warn(
@@ -103,8 +114,8 @@ class MicroAST(StrictStateDictMixin, nn.Module):
                     stacklevel=3,
                 )
                 self._warned_autograd = True
-            name = "torch"
-        return dispatch.backend_module(name)
+            name = dispatch.FALLBACK
+        return get_backend(name)
 
     # --- inference ----------------------------------------------------------------------------
     def encode_style(self, style: torch.Tensor) -> StyleSignals:
@@ -139,7 +150,7 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
         if plan is None:
             return backend.stylize(self, content, signals, alpha)
-        return streaming.stylize(self, content, signals, alpha, plan, backend.tile_stages(self))
+        return streaming.stylize(backend.tile_stages(self), content, signals, alpha, plan)
 
     @property
     def _streams_by_default(self) -> bool:
@@ -155,7 +166,7 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         inference on the torch backend streams in cache-sized tiles: exact, and faster than whole-image
         (see ``streaming.CPU_TILE``); other devices run whole-image.
         """
-        device = self._param.device
+        device = self.device
         h4, w4 = -(-height // 4), -(-width // 4)
         if self.tile_size == 0:
             return None
@@ -163,11 +174,26 @@ class MicroAST(StrictStateDictMixin, nn.Module):
             return streaming.Plan(self.tile_size)
         if self.max_memory is not None:
             max_tile = streaming.CPU_TILE if device.type == "cpu" else None  # larger is no faster on CPU
-            return streaming.plan_for_budget(batch, height, width, self._param.element_size(), self.max_memory,
+            return streaming.plan_for_budget(batch, height, width, self.dtype.itemsize, self.max_memory,
                                              io_bytes, max_tile)
         if device.type == "cpu" and self.active_backend == "torch" and max(h4, w4) > streaming.CPU_TILE:
             return streaming.Plan(streaming.CPU_TILE)
         return None
+
+    def stream(self, read, height: int, width: int, signals: StyleSignals, alpha=1.0, batch: int = 1,
+               plan: streaming.Plan | None = None, progress=None):
+        """Stylise a ``batch x 3 x height x width`` content read region by region, ``read(y0, y1, x0, x1) ->
+        [batch, 3, y1 - y0, x1 - x0]`` on the model's device and dtype, in tiles (``plan``: default
+        ``streaming_plan``, else tiles of ``streaming.CPU_TILE``), for inference. Yields the output band
+        by band, top to bottom, as ``(first row, [batch, 3, rows, 4 * ceil(width / 4)])``, so that neither
+        the input nor the output need ever exist whole. ``progress(k)`` counts tiles
+        (``streaming.tile_count`` in all)."""
+        check_size("content", height, width)
+        alpha = normalize_alpha(alpha, batch, self.device)
+        if plan is None:
+            plan = self.streaming_plan(batch, height, width) or streaming.Plan(streaming.CPU_TILE)
+        stages = self._backend_for(records_grad=False, pixels=batch * height * width).tile_stages(self)
+        return streaming.stream(stages, read, (height, width), batch, signals, alpha, plan, progress)
 
 
 def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,

@@ -9,8 +9,8 @@ image, tile by tile, with a barrier for statistics between them:
 3. the second decoder block and the decoder tail -> the output, written tile by tile in row order.
 
 A tile reads its neighbourhood with a halo at least as wide as the receptive field of the stages it
-runs (``tile_layers``: each layer pads only at the image border and consumes the halo elsewhere),
-so its own pixels are exactly those of the whole-image model. Statistics are exact: per-tile
+runs (a backend's ``TileStages``: each layer pads only at the image border and consumes the halo
+elsewhere), so its own pixels are exactly those of the whole-image model. Statistics are exact: per-tile
 (count, mean, M2) partials merged in float64 (Chan et al.), never ``E[x^2] - E[x]^2``. Outputs
 match the whole-image model up to fp32 summation order.
 
@@ -29,14 +29,12 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 
-from . import torch_backend
 from .reference import FEATMOD_EPS
 from .signals import StyleSignals
-from .tile_layers import Patch, TileNet
 
 # Halos in quarter-resolution pixels: the receptive-field radius of each stage, rounded up.
 # Encoder: 9x9 (4 full-res px), two stride-2 3x3 (1 full + 1 half px, plus one for the odd start of a
@@ -50,23 +48,71 @@ TAIL_HALO = 3
 
 # Working memory of a tile per quarter-res pixel (halo included), in elements: the encoder head and
 # the decoder tail hold a few 16- to 32-channel full-res maps (16 positions each) and the convolutions'
-# scratch. Peak RSS growth on CPU (fp32) per tile pixel measured 1,800 (4096x2160, tile 256),
-# 2,900 (tile 128) and 6,600 (2048x1024, tile 96: the allocator keeps freed blocks): the worst, rounded up.
+# scratch. The worst measured peak growth, rounded up (docs/streaming.md#measurements).
 _TILE_ELEMENTS_PER_QUARTER_PIXEL = 7000
 _TILES = (512, 384, 256, 192, 128, 96, 64, 48, 32)
 _MIN_TILE = 16
 
 # Default tile of CPU inference, in quarter-res pixels (384 image pixels): the working set stays in
-# cache. Measured at 4096x2160 fp32 on 2 cores (three runs each, this machine's noise is large):
-# tile 64 10.6-12.2 s, 96 7.2-8.6 s, 128 7.1-10.2 s (and 128 holds 110 MiB more).
+# cache; smaller tiles recompute more halo, larger ones are no faster and hold more memory.
 CPU_TILE = 96
 
 
+@dataclass(frozen=True)
+class Patch:
+    """A piece of a feature map at one level of the network (full, half or quarter resolution):
+    ``data [N, C, h, w]`` holds rows ``[y, y + h)`` and columns ``[x, x + w)`` of a level whose full
+    size is ``height x width``."""
+
+    data: torch.Tensor
+    y: int
+    x: int
+    height: int
+    width: int
+
+    @property
+    def y1(self) -> int:
+        return self.y + self.data.shape[-2]
+
+    @property
+    def x1(self) -> int:
+        return self.x + self.data.shape[-1]
+
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> "Patch":
+        if not (self.y <= y0 <= y1 <= self.y1 and self.x <= x0 <= x1 <= self.x1):
+            raise AssertionError(f"rows {y0}:{y1}, cols {x0}:{x1} are outside the patch "
+                                 f"{self.y}:{self.y1}, {self.x}:{self.x1} (a halo too small)")
+        data = self.data[..., y0 - self.y:y1 - self.y, x0 - self.x:x1 - self.x]
+        return Patch(data, y0, x0, self.height, self.width)
+
+    def crop_like(self, other: "Patch") -> "Patch":
+        return self.crop(other.y, other.y1, other.x, other.x1)
+
+
+class TileStages(Protocol):
+    """A backend's content path as functions of patches, which the executor runs tile by tile. Each
+    stage must give a patch's own pixels exactly as the whole-image model would, given the halo of
+    its receptive field (``ENCODER_HALO``, ``BLOCK_HALO``, ``TAIL_HALO``) around them."""
+
+    device: torch.device
+    dtype: torch.dtype
+    memory_format: torch.memory_format  # the layout the stages want their NCHW patches in
+
+    def encode(self, p: Patch) -> Patch:
+        """Image patch -> quarter-res 64-channel patch (the content encoder's f1)."""
+
+    def decoder_block(self, index: int, x_mean: torch.Tensor, x_std: torch.Tensor, block_signals,
+                      alpha) -> Callable[[Patch], Patch]:
+        """Decoder block ``index`` (1 or 2) with FeatMod from its whole input's statistics ``[N, 64, 1, 1]``
+        and the style's ``block_signals`` (``StyleSignals.per_block``), as a function of a patch."""
+
+    def tail(self, p: Patch) -> Patch:
+        """Quarter-res 64-channel patch -> output image patch (4x)."""
+
+
 # glibc's malloc returns blocks over its mmap threshold (at most 32 MB) and heap tops over its trim
-# threshold to the kernel on free, so each tile's 10-40 MB maps were faulted in and zeroed afresh by
-# the kernel, tile after tile. Raising both keeps those pages in the process: at 4096x2160, 3.3x fewer
-# page faults, system time 1.1 -> 0.3 s, peak RSS about +40 MiB; wall-clock gains of 4-25% in runs on
-# this noisy machine. MICROAST_FAST_MALLOPT=0 leaves the allocator alone.
+# threshold to the kernel on free, so each tile's 10-40 MB maps would be faulted in and zeroed afresh,
+# tile after tile. Raising both keeps those pages in the process. MICROAST_FAST_MALLOPT=0 opts out.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _malloc_tuned = False
 
@@ -171,34 +217,31 @@ def tile_count(h: int, w: int, tile: int) -> int:
     return 3 * math.ceil(math.ceil(h / 4) / tile) * math.ceil(math.ceil(w / 4) / tile)
 
 
-def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals, alpha, plan: Plan,
-           stages=None, progress=None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Stylise an ``N x 3 x size`` image given as ``read(y0, y1, x0, x1) -> [N, 3, y1-y0, x1-x0]``.
+def stream(stages: TileStages, read, size: tuple[int, int], batch: int, signals: StyleSignals, alpha, plan: Plan,
+           progress=None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Stylise an ``N x 3 x size`` image given as ``read(y0, y1, x0, x1) -> [N, 3, y1-y0, x1-x0]`` through
+    a backend's ``stages`` (maps take their device and dtype).
 
     Yields the output (``N x 3 x 4*ceil(h/4) x 4*ceil(w/4)``) band by band, top to bottom, as
     ``(first row, band [N, 3, rows, 4*ceil(w/4)])``. ``progress(k)`` counts processed tiles
-    (``tile_count`` in all). The maps take the model's dtype and device. ``stages`` runs the tiles:
-    ``encode`` and ``tail`` on patches, ``decoder_block(...)`` returns a function of a patch (default:
-    the torch backend's ``TileNet``).
+    (``tile_count`` in all).
     """
     h, w = size
     grid = (math.ceil(h / 4), math.ceil(w / 4))
-    param = model.decoder.dec1.conv1.conv_layer.weight
-    if param.device.type == "cpu":
+    if stages.device.type == "cpu":
         keep_freed_memory()
-    net = stages if stages is not None else TileNet(model, param.device)
-    memory_format = torch_backend.conv_memory_format(param.device)
+    memory_format = stages.memory_format
     # A fresh copy with canonical strides: oneDNN picks its algorithm (and so its rounding) by the strides,
     # even those of size-1 dims, and a tile must come out the same whatever array it was cut from.
     image = (lambda *region: read(*region).clone(memory_format=memory_format), 4, size)
-    encoder = Stage(net.encode, ENCODER_HALO, 1)
+    encoder = Stage(stages.encode, ENCODER_HALO, 1)
 
-    def run_keeping(stages, source, keep_map: bool):
+    def run_keeping(pass_stages, source, keep_map: bool):
         """A pass that ends at quarter res: the statistics of its output, and the output if kept."""
-        out = torch.empty(batch, 64, *grid, dtype=param.dtype, device=param.device,
+        out = torch.empty(batch, 64, *grid, dtype=stages.dtype, device=stages.device,
                           memory_format=memory_format) if keep_map else None
         stats = StatsAccumulator()
-        for t, p in run_tiles(stages, *source, grid, plan.tile, progress):
+        for t, p in run_tiles(pass_stages, *source, grid, plan.tile, progress):
             stats.add(p.data)
             if out is not None:
                 out[..., t.y0:t.y1, t.x0:t.x1] = p.data
@@ -206,7 +249,7 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
 
     def block(index: int, stats: StatsAccumulator, block_signals) -> Stage:
         x_mean, x_std = stats.result()
-        return Stage(net.decoder_block(index, x_mean, x_std, block_signals, alpha), BLOCK_HALO, 1)
+        return Stage(stages.decoder_block(index, x_mean, x_std, block_signals, alpha), BLOCK_HALO, 1)
 
     def from_map(m: torch.Tensor):
         return (lambda y0, y1, x0, x1: m[..., y0:y1, x0:x1]), 1, grid
@@ -223,7 +266,7 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
     block2 = block(2, stats2, signals2)
     # Pass 3: the second block and the tail, out band by band.
     band = None
-    for t, p in run_tiles(before2 + [block2, Stage(net.tail, TAIL_HALO, 4)], *source, grid, plan.tile, progress):
+    for t, p in run_tiles(before2 + [block2, Stage(stages.tail, TAIL_HALO, 4)], *source, grid, plan.tile, progress):
         if band is None:
             band = p.data.new_empty(batch, 3, p.data.shape[-2], 4 * grid[1])
         band[..., p.x:p.x1] = p.data
@@ -232,15 +275,15 @@ def stream(model, read, size: tuple[int, int], batch: int, signals: StyleSignals
             band = None
 
 
-def stylize(model, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan, stages=None) -> torch.Tensor:
-    """A backend's ``stylize`` on a tensor, streamed as ``plan`` says through its ``stages``."""
+def stylize(stages: TileStages, content: torch.Tensor, signals: StyleSignals, alpha, plan: Plan) -> torch.Tensor:
+    """A backend's ``stylize`` on a tensor, streamed through its ``stages`` as ``plan`` says."""
     n, _, h, w = content.shape
     out = content.new_empty(n, 3, 4 * math.ceil(h / 4), 4 * math.ceil(w / 4))
 
     def read(y0, y1, x0, x1):
         return content[..., y0:y1, x0:x1]
 
-    for y0, band in stream(model, read, (h, w), n, signals, alpha, plan, stages):
+    for y0, band in stream(stages, read, (h, w), n, signals, alpha, plan):
         out[..., y0:y0 + band.shape[-2], :] = band
     return out
 

@@ -3,7 +3,7 @@ everywhere; the ops and the backend on a GPU.
 
 The kernels compile for sm_80/sm_90 in CI (`csrc/check.sh`, run by `.ci/run`), and their (block,
 thread) bodies run thread by thread on the host here (`csrc/host_emulation.cpp`); the GPU tests below
-have not run yet (no GPU so far)."""
+run on a GPU machine (`benchmarks/gpu_run.sh`)."""
 
 import os
 import shutil
@@ -15,13 +15,15 @@ import pytest
 import torch
 
 from microast_fast import MicroAST, MicroASTReference, dispatch
+from microast_fast.backends import cuda_backend, get_backend, torch_layers
 from microast_fast.reference import calc_mean_std
-from microast_fast.weight_packing import pack_conv3x3_weight
+from microast_fast.weight_packing import pack_residual_block
 
 from reference_check import assert_fp32_matches, psnr_8bit, reference64
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.cuda.is_available()
+CUDA_BACKEND = get_backend("cuda")
 
 
 def gpu(test):
@@ -138,16 +140,16 @@ class EmulatedOps:
 
 
 def test_backend_glue_with_emulated_ops(monkeypatch):
-    """cuda_backend.stylize (head, NHWC maps, packed weights, per-sample signals, tail) with the ops
+    """The cuda backend's stylize (head, NHWC maps, packed weights, per-sample signals, tail) with the ops
     replaced by their contract in PyTorch: the Python side is right before any GPU runs the kernels."""
-    from microast_fast import cuda_backend
-    monkeypatch.setattr(cuda_backend, "_ops", lambda: EmulatedOps)
+    monkeypatch.setattr(cuda_backend, "load_ops", lambda: EmulatedOps)
     ref = MicroASTReference.from_pretrained()
     model = MicroAST.from_pretrained(backend="torch")
     g = torch.Generator().manual_seed(11)
     content, style = torch.rand(2, 3, 37, 29, generator=g), torch.rand(2, 3, 24, 20, generator=g)
     with torch.inference_mode():
-        out = cuda_backend.stylize(model, content, cuda_backend.encode_style(model, style), torch.tensor([[[[0.9]]], [[[0.4]]]]))
+        signals = CUDA_BACKEND.encode_style(model, style)
+        out = CUDA_BACKEND.stylize(model, content, signals, torch.tensor([[[[0.9]]], [[[0.4]]]]))
         expected = torch.cat([ref(content[i:i + 1], style[i:i + 1], a) for i, a in enumerate((0.9, 0.4))])
         exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style[i:i + 1].double(), a)
                            for i, a in enumerate((0.9, 0.4))])
@@ -206,24 +208,22 @@ def test_emulated_instance_stats(emulation, dtype, n, h, w):
 def test_emulated_resblock_matches_torch(emulation, dtype, atol, modulated, n, h, w):
     """The block kernel's body against the torch backend's block (fp32 throughout); half-precision maps
     differ by the rounding of the stored input, intermediate and output (outputs reach about 12)."""
-    from microast_fast import cuda_backend, torch_backend
 
     model = MicroAST.from_pretrained(backend="torch")
     block = model.decoder.dec1
     g = torch.Generator().manual_seed(n * h * w)
     x = torch.randn(n, h, w, 64, generator=g) * 2 + 0.5
-    w1, b1 = cuda_backend.pack_conv3x3(block.conv1, dtype)
-    w2, b2 = cuda_backend.pack_conv3x3(block.conv2, dtype)
+    w1, b1, w2, b2 = pack_residual_block(block, dtype, torch.float32)
     args = [None] * 4 + [1, None, 1, None, None, 1]
     with torch.no_grad():
         if modulated:
             s_mean, s_std = torch.randn(n, 64, generator=g), torch.rand(n, 64, generator=g) + 0.5
             fw, fb = torch.randn(1, 64, generator=g) * 0.5 + 1, torch.randn(1, 64, generator=g) * 0.2  # broadcast
             alpha = torch.tensor([0.7, 0.2][:n])
-            mean, std = torch_backend.instance_stats(x.permute(0, 3, 1, 2))
-            a, b = torch_backend.featmod_affine(mean, std, s_mean.view(n, 64, 1, 1), s_std.view(n, 64, 1, 1),
+            mean, std = torch_layers.instance_stats(x.permute(0, 3, 1, 2))
+            a, b = torch_layers.featmod_affine(mean, std, s_mean.view(n, 64, 1, 1), s_std.view(n, 64, 1, 1),
                                                 alpha.view(-1, 1, 1, 1))
-            expected = torch_backend.filtermod_resblock(block, x.permute(0, 3, 1, 2), a, b, fw.view(1, 64, 1, 1),
+            expected = torch_layers.filtermod_resblock(block, x.permute(0, 3, 1, 2), a, b, fw.view(1, 64, 1, 1),
                                                         fb.view(1, 64, 1, 1))
             args = [mean.reshape(n, 64).contiguous(), std.reshape(n, 64).contiguous(), s_mean, s_std, n, alpha, n,
                     fw, fb, 1]
@@ -247,9 +247,7 @@ def test_emulated_decoder_tail_matches_torch(emulation, dtype, atol, n, h, w):
     x = torch.randn(n, h, w, 64, generator=torch.Generator().manual_seed(h * w)).abs() * 4  # a block output's range
     with torch.no_grad():
         expected = model.decoder.dec3(x.permute(0, 3, 1, 2))
-    from microast_fast.cuda_backend import tail_weights
-
-    weights = tail_weights(model, dtype)  # kept alive while the table points into it
+    weights = cuda_backend.tail_operands(model, dtype)  # kept alive while the table points into it
     table = pointer_table(weights)
     xd = x.to(dtype)
     out = torch.empty(n, 3, 4 * h, 4 * w, dtype=dtype)
@@ -261,13 +259,11 @@ def test_emulated_decoder_tail_matches_torch(emulation, dtype, atol, n, h, w):
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-6), (torch.float16, 2e-4), (torch.bfloat16, 2e-3)])
 @pytest.mark.parametrize("n,h,w", [(1, 5, 5), (2, 13, 11), (1, 30, 37)])
 def test_emulated_encoder_head_matches_torch(emulation, dtype, atol, n, h, w):
-    from microast_fast.cuda_backend import head_weights
-
     encoder = MicroAST.from_pretrained(backend="torch").content_encoder
     image = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(h * w))
     with torch.no_grad():
         expected = encoder.enc1[:10](image)
-    _, out = run_emulated_head(emulation, image.to(dtype), head_weights(encoder, dtype))
+    _, out = run_emulated_head(emulation, image.to(dtype), cuda_backend.head_operands(encoder, dtype))
     torch.testing.assert_close(out.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
 
@@ -288,12 +284,10 @@ def test_emulated_head_tensor_cores_keep_the_fp32_result(emulation, dtype, manti
     9x9 then multiplies exact operands and accumulates in fp32, so the half map must be the exact fp32
     head's on the same image and weights, rounded once to the map dtype: within half a unit in the last
     place, plus fp32 noise (1e-6; measured at most 6.9e-8 beyond the half unit)."""
-    from microast_fast.cuda_backend import head_weights
-
     encoder = MicroAST.from_pretrained(backend="torch", dtype=dtype).content_encoder
     image = torch.rand(1, 3, 45, 62, generator=torch.Generator().manual_seed(7)).to(dtype)
-    half, _ = run_emulated_head(emulation, image, head_weights(encoder, dtype))
-    exact, _ = run_emulated_head(emulation, image.float(), head_weights(encoder, torch.float32))
+    half, _ = run_emulated_head(emulation, image, cuda_backend.head_operands(encoder, dtype))
+    exact, _ = run_emulated_head(emulation, image.float(), cuda_backend.head_operands(encoder, torch.float32))
     exponent = torch.floor(torch.log2(exact.abs().clamp_min(2.0 ** -14)))  # fp16's subnormals: a fixed step
     excess = (half.float() - exact).abs() - 2.0 ** (exponent - mantissa - 1)
     assert excess.max() <= 1e-6, f"{(excess > 1e-6).float().mean():.1%} of the values are more than half a unit off"
@@ -309,10 +303,11 @@ def test_emulated_head_tensor_cores_keep_the_fp32_result(emulation, dtype, manti
 CROSS_FP16_ATOL = {"resblock": 1.6e-2, "tail": 2e-3, "head": 4e-4}
 
 
+@pytest.mark.interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
     pytest.importorskip("triton")
-    from microast_fast import cuda_backend, torch_backend
+    from microast_fast.backends import triton_backend
     from microast_fast.kernels import decoder_tail, encoder_head, filtermod_resblock
 
     def check(got, expected, op):
@@ -328,36 +323,32 @@ def test_emulated_kernels_match_the_triton_kernels(emulation, dtype):
     s_mean, s_std = torch.randn(n, 64, generator=g), torch.rand(n, 64, generator=g) + 0.5
     fw, fb = torch.randn(n, 64, generator=g) * 0.5 + 1, torch.randn(n, 64, generator=g) * 0.2
     alpha = torch.tensor([0.7, 0.2])
-    mean, std = (t.reshape(n, 64).contiguous() for t in torch_backend.instance_stats(x.float().permute(0, 3, 1, 2)))
-    w1, b1 = cuda_backend.pack_conv3x3(block.conv1, dtype)
-    w2, b2 = cuda_backend.pack_conv3x3(block.conv2, dtype)
+    mean, std = (t.reshape(n, 64).contiguous() for t in torch_layers.instance_stats(x.float().permute(0, 3, 1, 2)))
+    w1, b1, w2, b2 = pack_residual_block(block, dtype, torch.float32)
     scratch, out = torch.empty_like(x), torch.empty_like(x)
     assert emulation.microast_emulate_resblock(
         DTYPE_CODES[dtype], ptr(x), ptr(w1), ptr(b1), ptr(w2), ptr(b2), ptr(mean), ptr(std), ptr(s_mean), ptr(s_std), n,
         ptr(alpha), n, ptr(fw), ptr(fb), n, n, h, w, ptr(scratch), ptr(out)) == 0
-    conv1, conv2 = block.conv1.conv_layer, block.conv2.conv_layer
     expected, _, _ = filtermod_resblock.filtermod_resblock(
-        x, pack_conv3x3_weight(conv1.weight, dtype), conv1.bias,
-        pack_conv3x3_weight(conv2.weight, dtype), conv2.bias,
-        mean, std, s_mean, s_std, alpha, fw.to(dtype), fb.to(dtype), False)
+        x, *pack_residual_block(block, dtype, dtype), mean, std, s_mean, s_std, alpha, fw.to(dtype), fb.to(dtype), False)
     check(out, expected, "resblock")
 
     # A 72x76 image: the Triton interpreter's middle 32x32 tile and the CUDA kernel's pixels off the
     # border take the phase-by-phase form of bilinear x2 + grouped 3x3, the rest the general one.
     x = (torch.randn(1, 18, 19, 64, generator=g).abs() * 4).to(dtype)
     out = torch.empty(1, 3, 72, 76, dtype=dtype)
-    weights = cuda_backend.tail_weights(model, dtype)  # kept alive while the table points into it
+    weights = cuda_backend.tail_operands(model, dtype)  # kept alive while the table points into it
     table = pointer_table(weights)
     assert emulation.microast_emulate_decoder_tail(DTYPE_CODES[dtype], ptr(x), table, 1, 18, 19, ptr(out)) == 0
-    check(out, decoder_tail.decoder_tail(x, *decoder_tail.pack_decoder_tail(model.decoder.dec3, dtype)), "tail")
+    check(out, decoder_tail.decoder_tail(x, *triton_backend.decoder_tail_operands(model.decoder.dec3, dtype)), "tail")
 
     image = torch.rand(1, 3, 37, 70, generator=g).to(dtype)
-    weights = cuda_backend.head_weights(model.content_encoder, dtype)
+    weights = cuda_backend.head_operands(model.content_encoder, dtype)
     half, out = torch.empty(1, 19, 35, 32, dtype=dtype), torch.empty(1, 10, 18, 64, dtype=dtype)
     table = pointer_table(weights)
     assert emulation.microast_emulate_encoder_head(DTYPE_CODES[dtype], ptr(image), table, 1, 37, 70, ptr(half),
                                                    ptr(out)) == 0
-    check(out, encoder_head.encoder_head(image, *encoder_head.pack_encoder_head(model.content_encoder.enc1, dtype)),
+    check(out, encoder_head.encoder_head(image, *triton_backend.encoder_head_operands(model.content_encoder.enc1, dtype)),
           "head")
 
 
@@ -399,20 +390,28 @@ class HostKernelOps:
 def test_cuda_backend_with_its_kernels_run_on_the_host(emulation, monkeypatch):
     """The whole cuda backend, every kernel body run on the host, against the reference: batch 2 with
     distinct styles and alphas, an odd size."""
-    from microast_fast import cuda_backend
-    monkeypatch.setattr(cuda_backend, "_ops", lambda: HostKernelOps(emulation))
-    ref = MicroASTReference.from_pretrained()
+    monkeypatch.setattr(cuda_backend, "load_ops", lambda: HostKernelOps(emulation))
     model = MicroAST.from_pretrained(backend="torch")
     g = torch.Generator().manual_seed(12)
     content, style = torch.rand(2, 3, 45, 38, generator=g), torch.rand(2, 3, 24, 28, generator=g)
     alphas = (1.0, 0.6)
     with torch.inference_mode():
-        signals = cuda_backend.encode_style(model, style)
-        out = cuda_backend.stylize(model, content, signals, torch.tensor(alphas).view(2, 1, 1, 1))
-        expected = torch.cat([ref(content[i:i + 1], style[i:i + 1], a) for i, a in enumerate(alphas)])
-        exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style[i:i + 1].double(), a)
-                           for i, a in enumerate(alphas)])
-    assert_fp32_matches(out, expected, exact, "cuda kernels on the host")
+        signals = CUDA_BACKEND.encode_style(model, style)
+        out = CUDA_BACKEND.stylize(model, content, signals, torch.tensor(alphas).view(2, 1, 1, 1))
+    assert_fp32_matches(out, *reference_per_sample(content, style, alphas), "cuda kernels on the host")
+
+
+def reference_per_sample(content, style, alphas):
+    """The fp32 reference's output and its float64 twin's, sample by sample (the reference takes one
+    float alpha); a style of batch 1 serves every sample."""
+    ref = MicroASTReference.from_pretrained()
+    ref64 = reference64(ref)
+    styles = [style[i:i + 1] if style.shape[0] > 1 else style for i in range(len(alphas))]
+    with torch.inference_mode():
+        expected = torch.cat([ref(content[i:i + 1], s, a) for i, (s, a) in enumerate(zip(styles, alphas))])
+        exact = torch.cat([ref64(content[i:i + 1].double(), s.double(), a)
+                           for i, (s, a) in enumerate(zip(styles, alphas))])
+    return expected, exact
 
 
 @pytest.mark.parametrize("maps", [2, 1])
@@ -420,21 +419,18 @@ def test_streaming_with_the_cuda_stages_on_the_host(emulation, monkeypatch, maps
     """The tiled executor with the CUDA kernels (run on the host) as its stages, tiles of 4 quarter-res
     pixels on a 20x18 quarter-res map: interior tiles' halos stop short of the border in every pass, so
     a halo one pixel short fails this (measured: 2e-4 to 0.27 off). maps=1 recomputes block 1."""
-    from microast_fast import cuda_backend, streaming
-    monkeypatch.setattr(cuda_backend, "_ops", lambda: HostKernelOps(emulation))
-    ref = MicroASTReference.from_pretrained()
+    from microast_fast import streaming
+    monkeypatch.setattr(cuda_backend, "load_ops", lambda: HostKernelOps(emulation))
     model = MicroAST.from_pretrained(backend="torch")
     g = torch.Generator().manual_seed(21)
     content, style = torch.rand(2, 3, 80, 70, generator=g), torch.rand(1, 3, 12, 10, generator=g)
     alphas = (0.9, 0.4)
     with torch.inference_mode():
-        signals = cuda_backend.encode_style(model, style)
-        out = streaming.stylize(model, content, signals, torch.tensor(alphas).view(2, 1, 1, 1),
-                                streaming.Plan(4, maps), cuda_backend.tile_stages(model))
-        expected = torch.cat([ref(content[i:i + 1], style, a) for i, a in enumerate(alphas)])
-        exact = torch.cat([reference64(ref)(content[i:i + 1].double(), style.double(), a)
-                           for i, a in enumerate(alphas)])
-    assert_fp32_matches(out, expected, exact, f"cuda stages, tiles of 4, {maps} maps kept")
+        signals = CUDA_BACKEND.encode_style(model, style)
+        out = streaming.stylize(CUDA_BACKEND.tile_stages(model), content, signals,
+                                torch.tensor(alphas).view(2, 1, 1, 1), streaming.Plan(4, maps))
+    assert_fp32_matches(out, *reference_per_sample(content, style, alphas),
+                        f"cuda stages, tiles of 4, {maps} maps kept")
 
 
 # Measured PSNR against the fp32 reference (chelsea.png, short side 96): fp16 57.0 dB, bf16 44.5 dB
@@ -443,16 +439,15 @@ def test_streaming_with_the_cuda_stages_on_the_host(emulation, monkeypatch, maps
 def test_cuda_backend_half_precision_on_the_host(emulation, monkeypatch, dtype, min_psnr):
     """The whole cuda backend in fp16 / bf16 (the residual blocks on the tensor-core path), every kernel
     body run on the host, against the fp32 reference on a bundled photograph: the issue's PSNR bar."""
-    from microast_fast import cuda_backend
     from microast_fast.cli import asset_path
     from microast_fast.images import load_image
-    monkeypatch.setattr(cuda_backend, "_ops", lambda: HostKernelOps(emulation))
+    monkeypatch.setattr(cuda_backend, "load_ops", lambda: HostKernelOps(emulation))
     content = load_image(asset_path("chelsea.png"), 96)
     style = load_image(asset_path("hubble_deep_field.jpg"), 64)
     model = MicroAST.from_pretrained(backend="torch", dtype=dtype)
     with torch.inference_mode():
-        signals = cuda_backend.encode_style(model, style.to(dtype))
-        out = cuda_backend.stylize(model, content.to(dtype), signals, 1.0)
+        signals = CUDA_BACKEND.encode_style(model, style.to(dtype))
+        out = CUDA_BACKEND.stylize(model, content.to(dtype), signals, 1.0)
         expected = MicroASTReference.from_pretrained()(content, style, 1.0)
     assert out.dtype == dtype
     assert psnr_8bit(out, expected) >= min_psnr
@@ -461,8 +456,7 @@ def test_cuda_backend_half_precision_on_the_host(emulation, monkeypatch, dtype, 
 # --- on a GPU -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ops():
-    from microast_fast import cuda_backend
-    return cuda_backend._ops()
+    return cuda_backend.load_ops()
 
 
 def nhwc(seed, n, h, w, dtype=torch.float32):
@@ -487,7 +481,6 @@ def test_instance_stats_op(ops, dtype, n, h, w):
 @pytest.mark.parametrize("n,h,w", [(2, 2, 2), (2, 9, 13), (1, 135, 240)])
 def test_resblock_op_matches_torch(ops, dtype, atol, modulated, n, h, w):
     """As test_emulated_resblock_matches_torch, on the device: the same signal ranges and bounds."""
-    from microast_fast import cuda_backend, torch_backend
     model = MicroAST.from_pretrained(backend="torch", device="cuda")
     block = model.decoder.dec1
     x = nhwc(n * h + w, n, h, w, dtype)
@@ -498,17 +491,17 @@ def test_resblock_op_matches_torch(ops, dtype, atol, modulated, n, h, w):
         fw = torch.randn(n, 64, 1, 1, generator=g).cuda() * 0.5 + 1
         fb = torch.randn(n, 64, 1, 1, generator=g).cuda() * 0.2
         alpha = torch.tensor([0.7, 0.2][:n], device="cuda")
-        mean, std = torch_backend.instance_stats(x32)
-        a, b = torch_backend.featmod_affine(mean, std, s_mean, s_std, alpha.view(-1, 1, 1, 1))
+        mean, std = torch_layers.instance_stats(x32)
+        a, b = torch_layers.featmod_affine(mean, std, s_mean, s_std, alpha.view(-1, 1, 1, 1))
         with torch.no_grad():
-            expected = torch_backend.filtermod_resblock(block, x32, a, b, fw, fb)
+            expected = torch_layers.filtermod_resblock(block, x32, a, b, fw, fb)
         flat = lambda t: t.reshape(n, 64).contiguous()  # noqa: E731
-        got = cuda_backend._resblock(ops, block, x, (flat(mean), flat(std), flat(s_mean), flat(s_std), alpha),
-                                     (flat(fw), flat(fb)))
+        got = ops.cuda_resblock(x, *pack_residual_block(block, x.dtype, torch.float32), flat(mean), flat(std),
+                                flat(s_mean), flat(s_std), alpha, flat(fw), flat(fb))
     else:
         with torch.no_grad():
             expected = block(x32)
-        got = cuda_backend._resblock(ops, block, x)
+        got = ops.cuda_resblock(x, *pack_residual_block(block, x.dtype, torch.float32), *(None,) * 7)
     assert got.dtype == dtype
     torch.testing.assert_close(got.float().permute(0, 3, 1, 2), expected, rtol=0, atol=atol)
 
@@ -526,13 +519,12 @@ def test_head_and_tail_ops_match_torch_and_their_host_runs(ops, emulation, dtype
     """The head and tail ops on the device against the PyTorch layers (the emulated tests' bounds), and
     against their own kernel bodies run on the host: the same arithmetic, so a race or a missing barrier
     shows here as values far outside one rounding."""
-    from microast_fast import cuda_backend
     model = MicroAST.from_pretrained(backend="torch")
     host = HostKernelOps(emulation)
     g = torch.Generator().manual_seed(n * h + w)
 
     image = torch.rand(n, 3, h, w, generator=g)
-    head = cuda_backend.head_weights(model.content_encoder, dtype)
+    head = cuda_backend.head_operands(model.content_encoder, dtype)
     got = ops.cuda_encoder_head(image.to("cuda", dtype), *[t if t is None else t.cuda() for t in head]).cpu()
     with torch.no_grad():
         expected = model.content_encoder.enc1[:10](image)
@@ -540,7 +532,7 @@ def test_head_and_tail_ops_match_torch_and_their_host_runs(ops, emulation, dtype
     assert_matches_host_run(got, host.cuda_encoder_head(image.to(dtype), *head), dtype, head_atol)
 
     x = torch.randn(n, -(-h // 4), -(-w // 4), 64, generator=g).abs() * 4  # a block output's range
-    tail = cuda_backend.tail_weights(model, dtype)
+    tail = cuda_backend.tail_operands(model, dtype)
     got = ops.cuda_decoder_tail(x.to("cuda", dtype), *[t if t is None else t.cuda() for t in tail]).cpu()
     with torch.no_grad():
         expected = model.decoder.dec3(x.permute(0, 3, 1, 2))
@@ -568,11 +560,9 @@ def assert_matches_host_run(got, host, dtype, atol):
 def test_ops_refuse_what_the_kernels_would_misread(ops):
     """The ops are public: operands the kernels would read out of bounds or misaligned are refused with
     the reason, and an empty batch launches nothing."""
-    from microast_fast import cuda_backend
     model = MicroAST.from_pretrained(backend="torch", device="cuda")
     x = nhwc(3, 2, 5, 6)
-    w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1, x.dtype)
-    w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2, x.dtype)
+    w1, b1, w2, b2 = pack_residual_block(model.decoder.dec1, x.dtype, torch.float32)
     stats = [torch.rand(2, 64, device="cuda") + 0.5 for _ in range(2)]
     signals = [torch.rand(3, 64, device="cuda") + 0.5 for _ in range(2)]  # 3 rows for a batch of 2
     alpha = torch.ones(2, device="cuda")
@@ -582,30 +572,28 @@ def test_ops_refuse_what_the_kernels_would_misread(ops):
         shifted = torch.empty(w1.numel() + 1, device="cuda")[1:].view_as(w1).copy_(w1)
         torch.ops.microast.cuda_resblock(x, shifted, b1, w2, b2, *(None,) * 7)
     with pytest.raises(RuntimeError, match="w9_mma"):
-        torch.ops.microast.cuda_decoder_tail(x.half(), *cuda_backend.tail_weights(model, torch.float32))
+        torch.ops.microast.cuda_decoder_tail(x.half(), *cuda_backend.tail_operands(model, torch.float32))
     image = torch.rand(1, 3, 9, 9, device="cuda")
     with pytest.raises(RuntimeError, match="w9_mma"):
-        torch.ops.microast.cuda_encoder_head(image.half(), *cuda_backend.head_weights(model.content_encoder, torch.float32))
+        torch.ops.microast.cuda_encoder_head(image.half(), *cuda_backend.head_operands(model.content_encoder, torch.float32))
     with pytest.raises(RuntimeError, match="w9_mma"):
-        torch.ops.microast.cuda_encoder_head(image, *cuda_backend.head_weights(model.content_encoder, torch.float16))
+        torch.ops.microast.cuda_encoder_head(image, *cuda_backend.head_operands(model.content_encoder, torch.float16))
     empty = torch.ops.microast.cuda_resblock(x[:0], w1, b1, w2, b2, *(None,) * 7)
     assert empty.shape == (0, 5, 6, 64)
 
 
 @gpu
 def test_opcheck(ops):
-    from microast_fast import cuda_backend
     x = nhwc(1, 2, 6, 5)
     torch.library.opcheck(torch.ops.microast.cuda_instance_stats, (x,))
     model = MicroAST.from_pretrained(backend="torch", device="cuda")
     for maps in (x, x.half()):
-        w1, b1 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv1, maps.dtype)
-        w2, b2 = cuda_backend.pack_conv3x3(model.decoder.dec1.conv2, maps.dtype)
+        w1, b1, w2, b2 = pack_residual_block(model.decoder.dec1, maps.dtype, torch.float32)
         torch.library.opcheck(torch.ops.microast.cuda_resblock, (maps, w1, b1, w2, b2) + (None,) * 7)
-        torch.library.opcheck(torch.ops.microast.cuda_decoder_tail, (maps, *cuda_backend.tail_weights(model, maps.dtype)))
+        torch.library.opcheck(torch.ops.microast.cuda_decoder_tail, (maps, *cuda_backend.tail_operands(model, maps.dtype)))
     for image in (torch.rand(2, 3, 13, 11, device="cuda"), torch.rand(2, 3, 13, 11, device="cuda").half()):
         torch.library.opcheck(torch.ops.microast.cuda_encoder_head,
-                              (image, *cuda_backend.head_weights(model.content_encoder, image.dtype)))
+                              (image, *cuda_backend.head_operands(model.content_encoder, image.dtype)))
 
 
 @gpu

@@ -77,12 +77,13 @@ def test_per_sample_alpha(fast, ref, ref64):
                                 f"sample {i}, alpha {a}")
 
 
-def test_alpha_zero_ignores_style(fast):
+def test_alpha_zero_keeps_the_filtermod_style(fast):
+    """alpha blends FeatMod only, as in the published code: at alpha 0 the FilterMod signals still carry
+    the style, so two styles give two outputs."""
     content = images(10, 1, 24, 24)
     with torch.no_grad():
         a = fast(content, images(11, 1, 24, 24), 0.0)
         b = fast(content, images(12, 1, 24, 24), 0.0)
-    # FeatMod is blended out at alpha 0, but FilterMod still carries the style: outputs differ.
     assert not torch.equal(a, b)
 
 
@@ -151,7 +152,7 @@ def test_residual_convolutions_in_halves():
     channels-last kernel on AVX-512 CPUs) shows in ``test_odd_sizes`` on such a CPU."""
     import torch.nn.functional as F
 
-    from microast_fast.torch_backend import conv_in_halves
+    from microast_fast.backends.torch_layers import conv_in_halves
     g = torch.Generator().manual_seed(3)
     x = torch.rand(1, 64, 30, 41, generator=g).contiguous(memory_format=torch.channels_last)
     w, b = torch.randn(64, 64, 3, 3, generator=g) * 0.05, torch.randn(64, generator=g)

@@ -9,6 +9,8 @@ import torch
 
 from microast_fast import MicroAST, MicroASTReference
 from microast_fast import streaming
+from microast_fast.backends import get_backend
+from microast_fast.backends.torch_backend import TorchTileStages
 from microast_fast.streaming import Plan, parse_bytes, plan_for_budget
 
 from reference_check import assert_fp32_matches, reference64
@@ -39,7 +41,8 @@ def test_plans_that_recompute_match_whole_image(ref, maps):
     model = MicroAST.from_pretrained(backend="torch")
     alpha = torch.tensor([0.3, 1.0]).view(2, 1, 1, 1)
     with torch.no_grad():
-        out = streaming.stylize(model, content, model.encode_style(style), alpha, Plan(3, maps))
+        stages = get_backend("torch").tile_stages(model)
+        out = streaming.stylize(stages, content, model.encode_style(style), alpha, Plan(3, maps))
         expected = torch.cat([ref(content[i:i + 1], style, a) for i, a in enumerate((0.3, 1.0))])
         ref64 = reference64(ref)
         exact = torch.cat([ref64(content[i:i + 1].double(), style.double(), a) for i, a in enumerate((0.3, 1.0))])
@@ -119,14 +122,12 @@ def test_explicit_streaming_under_autograd_is_refused():
 def test_generic_layer_forms_match_whole_image(ref):
     """The tile layers as they run off the CPU (published grouped convolutions, bilinear upsampling,
     plain 9x9), checked here on the CPU: streaming on a GPU rests on them."""
-    from microast_fast.tile_layers import TileNet
-
     g = torch.Generator().manual_seed(4)
     content, style = torch.rand(2, 3, 53, 46, generator=g), torch.rand(2, 3, 30, 33, generator=g)
     model = MicroAST.from_pretrained(backend="torch")
-    stages = TileNet(model, torch.device("cuda"))  # only the device type matters; nothing runs on CUDA
+    stages = TorchTileStages(model, cpu_forms=False)
     assert not any(getattr(layer, "row_split", None) for layer in stages.tail_full)
     with torch.no_grad():
-        out = streaming.stylize(model, content, model.encode_style(style), 0.7, Plan(3), stages)
+        out = streaming.stylize(stages, content, model.encode_style(style), 0.7, Plan(3))
         assert_fp32_matches(out, ref(content, style, 0.7), reference64(ref)(content.double(), style.double(), 0.7),
                             "generic tile layers")

@@ -15,15 +15,18 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.interpreter
 
 from microast_fast import MicroASTReference  # noqa: E402
-from microast_fast import torch_backend  # noqa: E402
+from microast_fast.reference import ResidualLayer  # noqa: E402
+from microast_fast.backends import torch_layers  # noqa: E402
+from microast_fast.backends.triton_backend import decoder_tail_operands, encoder_head_operands  # noqa: E402
 from microast_fast.kernels import decoder_tail as tail  # noqa: E402
 from microast_fast.kernels import encoder_head as head  # noqa: E402
 from microast_fast.kernels import filtermod_resblock as resblock  # noqa: E402
 from microast_fast.kernels import instance_stats as stats  # noqa: E402
 from microast_fast.kernels import modulator_pool as modpool  # noqa: E402
-from microast_fast.weight_packing import pack_conv3x3_weight  # noqa: E402
+from microast_fast.weight_packing import pack_modulator_pair, pack_residual_block  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = 1e-5
@@ -59,11 +62,18 @@ def assert_close(out, expected, what, tol=TOL):
 
 # --- instance statistics -----------------------------------------------------------------------
 @pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
-def test_instance_stats(h, w):
-    # A large offset and a small spread: E[x^2] - E[x]^2 in fp32 would lose most digits here.
+def test_epilogue_statistics_keep_their_digits(h, w):
+    """The residual block's epilogue writes per-tile (count, mean, M2), never E[x^2] - E[x]^2. With the
+    block's weights zero its output is its input: here a large offset and a small spread, where that
+    formula in fp32 would lose most digits."""
+    block = ResidualLayer(64).to(DEVICE).requires_grad_(False)
+    for parameter in block.parameters():
+        parameter.zero_()
     x = randn(h * 100 + w, 2, 64, h, w, scale=0.01, shift=100.0)
-    mean, std = stats.instance_stats(nhwc(x))
-    exp_mean, exp_std = torch_backend.instance_stats(x.double())
+    with torch.no_grad():
+        out, mean, std = resblock.filtermod_resblock(nhwc(x), *packed_block(block), *(None,) * 7, True)
+    assert torch.equal(nchw(out), x)
+    exp_mean, exp_std = torch_layers.instance_stats(x.double())
     assert_close(mean, exp_mean.view(2, 64), "mean", tol=1e-5 * 100)  # fp32 ulp at 100 is 7.6e-6
     assert_close(std, exp_std.view(2, 64), "std")
 
@@ -86,8 +96,7 @@ def test_instance_stats_merge_uneven_partials():
 
 # --- residual block ----------------------------------------------------------------------------
 def packed_block(block):
-    return [pack_conv3x3_weight(block.conv1.conv_layer.weight, torch.float32), block.conv1.conv_layer.bias,
-            pack_conv3x3_weight(block.conv2.conv_layer.weight, torch.float32), block.conv2.conv_layer.bias]
+    return pack_residual_block(block, torch.float32, torch.float32)
 
 
 @pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
@@ -97,7 +106,7 @@ def test_plain_resblock_and_epilogue_stats(ref, h, w):
     out, mean, std = resblock.filtermod_resblock(nhwc(x), *packed_block(block), *(None,) * 7, True)
     expected = block(x)
     assert_close(nchw(out), expected, "plain block")
-    exp_mean, exp_std = torch_backend.instance_stats(expected)
+    exp_mean, exp_std = torch_layers.instance_stats(expected)
     assert_close(mean, exp_mean.view(2, 64), "epilogue mean")
     assert_close(std, exp_std.view(2, 64), "epilogue std")
 
@@ -107,14 +116,14 @@ def test_filtermod_resblock(ref, h, w, style_batch, alpha):
     """FeatMod + alpha on load, FilterMod epilogues, residual, statistics; style signals broadcast."""
     block = ref.decoder.dec2
     x = randn(1, 2, 64, h, w)
-    x_mean, x_std = torch_backend.instance_stats(x)
+    x_mean, x_std = torch_layers.instance_stats(x)
     s_mean = randn(2, style_batch, 64, 1, 1, scale=0.5)
     s_std = randn(3, style_batch, 64, 1, 1).abs() + 0.2
     f_w = randn(4, style_batch, 64, 1, 1, scale=0.5)
     f_b = randn(5, style_batch, 64, 1, 1, scale=0.5)
     alpha_t = torch.tensor(alpha, dtype=torch.float32, device=DEVICE).reshape(-1, 1, 1, 1)
-    a, b = torch_backend.featmod_affine(x_mean, x_std, s_mean, s_std, alpha_t)
-    expected = torch_backend.filtermod_resblock(block, x, a, b, f_w, f_b)
+    a, b = torch_layers.featmod_affine(x_mean, x_std, s_mean, s_std, alpha_t)
+    expected = torch_layers.filtermod_resblock(block, x, a, b, f_w, f_b)
 
     def flat(t):
         return t.reshape(t.shape[0], 64)
@@ -123,7 +132,7 @@ def test_filtermod_resblock(ref, h, w, style_batch, alpha):
         nhwc(x), *packed_block(block), flat(x_mean), flat(x_std), flat(s_mean), flat(s_std),
         alpha_t.reshape(-1), flat(f_w), flat(f_b), True)
     assert_close(nchw(out), expected, "filtermod block")
-    exp_mean, exp_std = torch_backend.instance_stats(expected)
+    exp_mean, exp_std = torch_layers.instance_stats(expected)
     assert_close(mean, exp_mean.view(2, 64), "epilogue mean")
     assert_close(std, exp_std.view(2, 64), "epilogue std")
 
@@ -170,7 +179,7 @@ def test_encoder_head(ref, h, w, programs, banded):
         programs = 2 * triton.cdiv((h + 1) // 2, 32) * triton.cdiv((w + 1) // 2, 32)  # a tile a program
     slot = max(head.slot_elements(c.kwargs) for c in head.encoder_head_half_kernel.configs)
     with np.errstate(invalid="raise"):
-        out = head.launch_encoder_head(image, *head.pack_encoder_head(enc1, torch.float32), programs=programs,
+        out = head.launch_encoder_head(image, *encoder_head_operands(enc1, torch.float32), programs=programs,
                                        scratch=poisoned_scratch(programs, slot), banded=banded)
     assert_close(nchw(out), enc1[:10](image), f"encoder head {h}x{w}, {'banded' if banded else 'im2col'}")
     if h == 140 and DEVICE == "cpu":
@@ -190,7 +199,7 @@ def test_encoder_head_half_maps(ref, dtype):
         pytest.skip("the interpreter has no bf16 arithmetic")
     enc1 = ref.content_encoder.enc1
     image = torch.rand(2, 3, 37, 150, generator=torch.Generator().manual_seed(5)).to(DEVICE).to(dtype)
-    out = head.encoder_head(image, *head.pack_encoder_head(enc1, dtype))
+    out = head.encoder_head(image, *encoder_head_operands(enc1, dtype))
     expected = enc1[:10](image.float())
     assert out.dtype == dtype
     rounding = torch.finfo(dtype).eps / 2
@@ -200,7 +209,7 @@ def test_encoder_head_half_maps(ref, dtype):
 def test_encoder_head_takes_strided_images(ref):
     enc1 = ref.content_encoder.enc1
     image = torch.rand(1, 9, 11, 3, generator=torch.Generator().manual_seed(3)).to(DEVICE).permute(0, 3, 1, 2)
-    out = head.encoder_head(image, *head.pack_encoder_head(enc1, torch.float32))
+    out = head.encoder_head(image, *encoder_head_operands(enc1, torch.float32))
     assert_close(nchw(out), enc1[:10](image.contiguous()), "channels-last image")
 
 
@@ -252,7 +261,7 @@ def test_decoder_tail(ref, h, w, programs):
     The scratch is poisoned (``poisoned_scratch``)."""
     dec3 = ref.decoder.dec3
     x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
-    operands = tail.pack_decoder_tail(dec3, torch.float32)
+    operands = decoder_tail_operands(dec3, torch.float32)
     if programs is None:
         programs = 2 * triton.cdiv(16 * h * w, 32 * 32)  # one tile a program (the interpreter's 32x32)
     slot = max(tail.slot_elements(c.kwargs) for c in tail.decoder_tail_kernel.configs)
@@ -275,7 +284,7 @@ def test_decoder_tail_half_maps(ref, dtype):
         pytest.skip("the interpreter has no bf16 arithmetic")
     dec3 = ref.decoder.dec3
     x = randn(361, 2, 64, 19, 19, scale=0.5).relu().to(dtype)
-    out = tail.decoder_tail(nhwc(x), *tail.pack_decoder_tail(dec3, dtype))
+    out = tail.decoder_tail(nhwc(x), *decoder_tail_operands(dec3, dtype))
     expected = dec3(x.float())
     assert out.dtype == dtype
     rounding = torch.finfo(dtype).eps / 2  # a unit of the dtype's rounding: 2^-11 (fp16), 2^-8 (bf16)
@@ -287,7 +296,7 @@ def test_decoder_tail_half_maps(ref, dtype):
 def test_modulator_pool(ref, h, w):
     mod = ref.modulator
     s = randn(7, 2, 64, h, w).relu()
-    out = modpool.modulator_pool(nhwc(s), *modpool.pack_modulator_pair(mod.weight2, mod.bias2))
+    out = modpool.modulator_pool(nhwc(s), *pack_modulator_pair(mod.weight2, mod.bias2))
     assert_close(out[:, 0], mod.weight2(s).view(2, 64), "weight branch")
     assert_close(out[:, 1], mod.bias2(s).view(2, 64), "bias branch")
 
@@ -299,14 +308,13 @@ def test_custom_ops_pass_opcheck(ref):
     x = nhwc(randn(0, 1, 64, 2, 3))
     one = torch.ones(1, 64, device=DEVICE)
     cases = [
-        (stats.instance_stats, (x,)),
         (resblock.filtermod_resblock, (x, *packed_block(block), *(None,) * 7, True)),
         (resblock.filtermod_resblock, (x, *packed_block(block), one, one, one, one,
                                        torch.full((1,), 0.5, device=DEVICE), one, one, False)),
-        (head.encoder_head, (torch.rand(1, 3, 5, 6, device=DEVICE), *head.pack_encoder_head(ref.content_encoder.enc1,
+        (head.encoder_head, (torch.rand(1, 3, 5, 6, device=DEVICE), *encoder_head_operands(ref.content_encoder.enc1,
                                                                                             torch.float32))),
-        (tail.decoder_tail, (x, *tail.pack_decoder_tail(ref.decoder.dec3, torch.float32))),
-        (modpool.modulator_pool, (x, *modpool.pack_modulator_pair(ref.modulator.weight1, ref.modulator.bias1))),
+        (tail.decoder_tail, (x, *decoder_tail_operands(ref.decoder.dec3, torch.float32))),
+        (modpool.modulator_pool, (x, *pack_modulator_pair(ref.modulator.weight1, ref.modulator.bias1))),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

@@ -15,13 +15,15 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.interpreter
 
 from microast_fast import MicroAST, MicroASTReference, StyleSignals, dispatch  # noqa: E402
-from microast_fast import triton_backend  # noqa: E402
+from microast_fast.backends import get_backend, torch_backend  # noqa: E402
 
 from reference_check import assert_fp32_matches, psnr_8bit, reference64  # noqa: E402
 
 CUDA = torch.cuda.is_available()
+TRITON = get_backend("triton")
 DEVICE = "cuda" if CUDA else "cpu"
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "official_outputs.pt")
 
@@ -150,8 +152,6 @@ def test_style_broadcast(fast, ref, ref64):
 
 
 def test_encode_style_matches_torch_backend(fast):
-    from microast_fast import torch_backend
-
     style = images(8, 2, 13, 10)
     with torch.inference_mode():
         ours = fast.encode_style(style)
@@ -164,7 +164,7 @@ def test_encode_style_matches_torch_backend(fast):
 
 def test_rejects_float64(fast):
     with pytest.raises(TypeError, match="float32, float16 and bfloat16"):
-        triton_backend.stylize(fast, images(0, 1, 5, 5).double(), None, 1.0)
+        TRITON.stylize(fast, images(0, 1, 5, 5).double(), None, 1.0)
 
 
 def test_compiles_without_graph_breaks(fast):
@@ -173,7 +173,7 @@ def test_compiles_without_graph_breaks(fast):
     content, style = images(9, 1, 6, 7), images(10, 1, 7, 6)
 
     def run(c, s):
-        return triton_backend.stylize(fast, c, triton_backend.encode_style(fast, s), 0.5)
+        return TRITON.stylize(fast, c, TRITON.encode_style(fast, s), 0.5)
 
     with torch.inference_mode():
         compiled = torch.compile(run, fullgraph=True, backend="aot_eager")

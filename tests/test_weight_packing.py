@@ -3,12 +3,12 @@
 import torch
 import torch.nn.functional as F
 
-from microast_fast.weight_packing import compose_up2_grouped3x3, pack_conv3x3_weight
+from microast_fast.weight_packing import compose_up2_grouped3x3, pack_conv_taps
 
 
 def test_conv3x3_packing_is_one_gemm_operand_per_tap():
     weight = torch.randn(64, 64, 3, 3, generator=torch.Generator().manual_seed(1))
-    packed = pack_conv3x3_weight(weight, torch.float32)
+    packed = pack_conv_taps(weight, torch.float32)
     assert packed.shape == (9, 64, 64) and torch.equal(packed[3 * 1 + 2], weight[:, :, 1, 2].t())
 
 

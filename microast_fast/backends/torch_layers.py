@@ -1,62 +1,96 @@
-"""MicroAST's layers on a tile of a larger map, padding only where the tile meets the image border.
+"""The "torch" backend's layers: the spec's fused algebra in plain, differentiable PyTorch, on whole
+maps and on tiles.
 
-A ``Patch`` is a piece of a feature map at one level of the network (full, half or quarter
-resolution): its data, its global origin and the level's full size. Each layer pads by reflection
-only on the sides where the patch touches the border of its level (there the model itself pads) and
-elsewhere consumes the patch's halo: the patch shrinks as it goes ("valid" convolution). So interior
-tiles make no padded copies and spend no work on pixels a later crop would throw away. On a patch
-that is the whole map every side is a border, and a layer computes exactly what the reference does.
+Against the reference they change the arithmetic, not the model:
+- FeatMod and the alpha blend become one per-(n, c) affine ``A * x + B`` from exact fp32 statistics,
+  so the normalised map and the blend temporaries never exist;
+- FilterMod is an epilogue on each convolution's output (``addcmul``), not separate passes;
+- on the CPU, fp32 residual 3x3s sum two convolutions over half the input channels (``conv_in_halves``).
+Every whole-map op is differentiable (in-place ops only on temporaries that no backward needs).
 
-``TileNet`` holds the weights of the content path in the form that runs fastest on the device. On
-the CPU (oneDNN, channels-last, measured on 2 cores at tile size):
-- the tail's grouped convolutions (2 input channels a group) and the encoder's stride-2 16->32 run as
-  dense convolutions with a block-diagonal weight: 3x faster for the tail's full-resolution 32->16,
-  1.2-1.5x for the others, in spite of 16x the FLOPs (oneDNN has no fast kernel for such groups);
-- each bilinear x2 + grouped 3x3 of the tail runs as one convolution on the low-resolution map
-  (``UpsampleConv``), and the final 9x9 16->3 as a 1x9 16->27 (one output per kernel row) and a 9x1
-  27->3 that sums the rows: 1.3x faster, since oneDNN is slow at 3 output channels.
-These change only the summation order.
+The tile layers (``TileConv``, ``UpsampleConv``, ``TileResidual``) run on a ``streaming.Patch``: each pads
+by reflection only on the sides where the patch touches the border of its level (there the model itself
+pads) and elsewhere consumes the patch's halo, so the patch shrinks as it goes ("valid" convolution):
+interior tiles make no padded copies and spend no work on pixels a later crop would throw away. On a
+patch that is the whole map every side is a border, and a layer computes exactly what the reference
+does. On the CPU they take the forms oneDNN runs fastest (``torch_backend.TorchTileStages``); those
+change only the summation order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .reference import ConvLayer, ResidualLayer
-from .torch_backend import conv_in_halves, featmod_affine
+from ..reference import FEATMOD_EPS, ConvLayer, Encoder, ResidualLayer
+from ..streaming import Patch
+from ..weight_packing import block_diagonal, up2_phase_weights
 
 
-@dataclass(frozen=True)
-class Patch:
-    """``data [N, C, h, w]`` holds rows ``[y, y + h)`` and columns ``[x, x + w)`` of a level whose full
-    size is ``height x width``."""
+def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(n, c) mean and ``sqrt(unbiased var + eps)``, accumulated in fp32 for half inputs."""
+    acc = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    var, mean = torch.var_mean(acc, dim=(2, 3), keepdim=True, correction=1)
+    return mean, (var + FEATMOD_EPS).sqrt()
 
-    data: torch.Tensor
-    y: int
-    x: int
-    height: int
-    width: int
 
-    @property
-    def y1(self) -> int:
-        return self.y + self.data.shape[-2]
+def featmod_affine(x_mean, x_std, s_mean, s_std, alpha) -> tuple[torch.Tensor, torch.Tensor]:
+    """``alpha * FeatMod(x) + (1 - alpha) * x == A * x + B``, per (n, c)."""
+    ratio = s_std / x_std
+    a = alpha * ratio + (1 - alpha)
+    b = alpha * (s_mean - x_mean * ratio)
+    return a, b
 
-    @property
-    def x1(self) -> int:
-        return self.x + self.data.shape[-1]
 
-    def crop(self, y0: int, y1: int, x0: int, x1: int) -> "Patch":
-        if not (self.y <= y0 <= y1 <= self.y1 and self.x <= x0 <= x1 <= self.x1):
-            raise AssertionError(f"rows {y0}:{y1}, cols {x0}:{x1} are outside the patch "
-                                 f"{self.y}:{self.y1}, {self.x}:{self.x1} (a halo too small)")
-        data = self.data[..., y0 - self.y:y1 - self.y, x0 - self.x:x1 - self.x]
-        return Patch(data, y0, x0, self.height, self.width)
+def conv_in_halves(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(x, weight, bias)`` as two convolutions over half the input channels each, summed.
+    oneDNN's channels-last 3x3 sums all 576 products of an output in one fp32 chain, too far from
+    float64 for the spec's rule; halves of the chain meet it at the same speed (docs/streaming.md).
+    fp32 maps only: half maps would round each partial to their dtype."""
+    if x.dtype != torch.float32:
+        return F.conv2d(x, weight, bias)
+    half = x.shape[1] // 2
+    out = F.conv2d(x[:, :half], weight[:, :half], bias)
+    return out.add_(F.conv2d(x[:, half:], weight[:, half:]))
 
-    def crop_like(self, other: "Patch") -> "Patch":
-        return self.crop(other.y, other.y1, other.x, other.x1)
+
+def residual_conv(layer: ConvLayer, x: torch.Tensor) -> torch.Tensor:
+    """A residual block's 64->64 ``ConvLayer``: in halves where the maps are channels-last."""
+    if conv_memory_format(x.device) != torch.channels_last:
+        return layer(x)
+    x = F.pad(x, (layer.padding,) * 4, mode="reflect")
+    return conv_in_halves(x, layer.conv_layer.weight, layer.conv_layer.bias)
+
+
+def residual_block(block: ResidualLayer, x: torch.Tensor) -> torch.Tensor:
+    """An encoder's ``x + conv2(relu(conv1(x)))``."""
+    return residual_conv(block.conv2, residual_conv(block.conv1, x).relu_()).add_(x)
+
+
+def encode(encoder: Encoder, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encoder(image)``: ``(f0, f1)``, its residual blocks through ``residual_conv``."""
+    f0 = residual_block(encoder.enc1[10], encoder.enc1[:10](conv_layout(image)))
+    return f0, residual_block(encoder.enc2[0], f0)
+
+
+def filtermod_resblock(block: ResidualLayer, x, a, b, w, bias_signal) -> torch.Tensor:
+    """One decoder block on ``x' = a * x + b`` (FeatMod + alpha), returning ``x' + w*conv2(y3) + bias*y3``."""
+    x = torch.addcmul(b.to(x.dtype), a.to(x.dtype), x)
+    y = torch.addcmul(bias_signal * x, w, residual_conv(block.conv1, x))  # y2 = w * conv1(x') + b * x'
+    y = y.relu_()  # y3
+    out = torch.addcmul(bias_signal * y, w, residual_conv(block.conv2, y))  # y5
+    return out.add_(x)
+
+
+def conv_memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on the CPU: oneDNN's convolutions with 1-16 channels and its grouped convolutions
+    run about 1.45x faster end to end in NHWC (measured at 1920x1080, 2 cores); every later map
+    inherits the layout from the first convolution."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def conv_layout(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=conv_memory_format(x.device))
 
 
 class TileConv:
@@ -102,16 +136,6 @@ class TileConv:
         return Patch(out, (y - top + 1) // 2, (x - left + 1) // 2, -(-p.height // 2), -(-p.width // 2))
 
 
-def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    """The dense weight ``[Cout, Cin, k, k]`` of a grouped convolution: zero outside the groups."""
-    cout, cin_g = weight.shape[:2]
-    per_group = cout // groups
-    dense = weight.new_zeros(groups, per_group, groups, cin_g, *weight.shape[2:])
-    g = torch.arange(groups, device=weight.device)
-    dense[g, :, g] = weight.view(groups, per_group, cin_g, *weight.shape[2:])
-    return dense.view(cout, groups * cin_g, *weight.shape[2:])
-
-
 def split_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``k x k`` convolution as a ``1 x k`` one with an output per (kernel row, channel), then a
     ``k x 1`` one with 0/1 weights that adds kernel row ``dy``'s output shifted by ``dy`` rows."""
@@ -133,16 +157,6 @@ def upsample2(p: Patch) -> Patch:
     return Patch(data, 2 * p.y + top, 2 * p.x + left, 2 * p.height, 2 * p.width)
 
 
-# Bilinear x2 (align_corners=False) seen from a 3x3 convolution on the upsampled map: for an output at
-# phase ph (row 2i + ph), the weight of low-res row i + a (a = -1, 0, 1; the last index) in the
-# upsampled row the kernel tap d (d = -1, 0, 1; the middle index) reads. From u(2j) = h(j-1)/4 + 3h(j)/4
-# and u(2j+1) = 3h(j)/4 + h(j+1)/4.
-_UPSAMPLE_TAPS = torch.tensor([
-    [[0.75, 0.25, 0.0], [0.25, 0.75, 0.0], [0.0, 0.75, 0.25]],  # phase 0: u(2i-1), u(2i), u(2i+1)
-    [[0.25, 0.75, 0.0], [0.0, 0.75, 0.25], [0.0, 0.25, 0.75]],  # phase 1: u(2i), u(2i+1), u(2i+2)
-], dtype=torch.float64)
-
-
 class UpsampleConv:
     """Bilinear x2 followed by a 3x3 ``ConvLayer`` (and ReLU), as one 3x3 convolution on the low-res map
     with four outputs per channel (one per output phase) and a pixel shuffle: no full-size upsampled
@@ -155,8 +169,7 @@ class UpsampleConv:
         weight = self.plain.weight
         if self.plain.groups != 1:
             weight = block_diagonal(weight, self.plain.groups)
-        taps = _UPSAMPLE_TAPS.to(weight.device)
-        phases = torch.einsum("oiyx,pya,qxb->opqiab", weight.double(), taps, taps)
+        phases = up2_phase_weights(weight).permute(2, 0, 1, 3, 4, 5)  # [out, row phase, column phase, in, 3, 3]
         self.weight = phases.reshape(4 * weight.shape[0], weight.shape[1], 3, 3).to(weight.dtype)
         self.bias = self.plain.bias.repeat_interleave(4)
         self.relu = relu
@@ -207,53 +220,3 @@ class TileResidual:
         z = self.conv2(y)  # out = x' + w * conv2(y3) + b * y3
         z.data.mul_(w).add_(b * y.crop_like(z).data).add_(p.crop_like(z).data)
         return z
-
-
-class TileNet:
-    """The content path of a ``MicroAST`` module as patch functions: ``encode`` (image -> quarter-res
-    64-channel map), ``block1``/``block2`` (the decoder's FilterMod blocks) and ``tail`` (quarter res ->
-    image)."""
-
-    def __init__(self, model, device: torch.device):
-        cpu = device.type == "cpu"
-        enc1 = model.content_encoder.enc1
-        # Dense on the CPU: the stride-2 16->32 (1.5x faster); not the stride-2 32->64 (1.2x slower).
-        self.head = [TileConv(enc1[0], relu=True), TileConv(enc1[2], relu=True, dense=cpu),
-                     TileConv(enc1[4], relu=True), TileConv(enc1[6], relu=True), TileConv(enc1[8], relu=True)]
-        self.encoder_blocks = [TileResidual(enc1[10], cpu), TileResidual(model.content_encoder.enc2[0], cpu)]
-        self.block1, self.block2 = TileResidual(model.decoder.dec1, cpu), TileResidual(model.decoder.dec2, cpu)
-        d3 = model.decoder.dec3
-        if cpu:
-            self.tail_half = [UpsampleConv(d3[1], relu=True, dense=True), TileConv(d3[3], relu=True)]
-            self.tail_full = [UpsampleConv(d3[6], relu=True, dense=True), TileConv(d3[8], relu=True),
-                              TileConv(d3[10], row_split=True)]
-        else:
-            self.tail_half = [upsample2, TileConv(d3[1], relu=True), TileConv(d3[3], relu=True)]
-            self.tail_full = [upsample2, TileConv(d3[6], relu=True), TileConv(d3[8], relu=True), TileConv(d3[10])]
-
-    def encode(self, p: Patch) -> Patch:
-        # Both stride-2 windows must start on odd rows/columns. An interior image patch starts on a
-        # multiple of 4; one image row/column less (inside the halo's slack) makes both start right,
-        # where TileConv would otherwise cut a row of the 16-channel full-res map: a copy of it per tile.
-        if p.y > 0 and p.y % 2 == 0:
-            p = p.crop(p.y + 1, p.y1, p.x, p.x1)
-        if p.x > 0 and p.x % 2 == 0:
-            p = p.crop(p.y, p.y1, p.x + 1, p.x1)
-        for layer in self.head:
-            p = layer(p)
-        for block in self.encoder_blocks:
-            p = block(p)
-        return p
-
-    def decoder_block(self, index: int, x_mean, x_std, block_signals, alpha):
-        """Decoder block ``index`` (1 or 2), FeatMod from the input's statistics and the style's, as a
-        function of a patch (the affine is computed once, not per tile)."""
-        s_mean, s_std, w, b = block_signals
-        affine = featmod_affine(x_mean, x_std, s_mean, s_std, alpha)
-        block = self.block1 if index == 1 else self.block2
-        return lambda p: block(p, affine, (w, b))
-
-    def tail(self, p: Patch) -> Patch:
-        for layer in self.tail_half + self.tail_full:
-            p = layer(p)
-        return p
