@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from microast_fast.bench import parse_size
+from microast_fast.bench.cases import parse_size
 from microast_fast.dispatch import AUTO_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import os
 import pytest
 import torch
 
-from microast_fast.bench import BENCH_BACKENDS, STYLE_SIDE, build_model, make_inputs, parse_size
+from microast_fast.bench.cases import BENCH_BACKENDS, STYLE_SIDE, parse_size
+from microast_fast.bench.measure import build_model, make_inputs
 
 FULL = os.environ.get("MICROAST_BENCH_FULL") == "1"
 _SIZE_NAMES = os.environ.get("MICROAST_BENCH_SIZES") or ("1080p,4k" if FULL else "64x64,128x96")

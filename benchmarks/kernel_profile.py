@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from microast_fast.bench import BENCH_BACKENDS, DTYPE_NAMES, STYLE_SIDE, build_model, make_inputs, parse_size
+from microast_fast.bench.cases import BENCH_BACKENDS, DTYPE_NAMES, STYLE_SIDE, parse_size
+from microast_fast.bench.measure import build_model, make_inputs
 
 
 def profile_table(backend: str, device: torch.device, dtype: torch.dtype, height: int, width: int, warmup: int,
@@ -48,7 +49,7 @@ def autotune_choices() -> str:
     import triton
 
     lines = []
-    for module in ("encoder_head", "filtermod_resblock", "instance_stats", "modulator_pool", "decoder_tail"):
+    for module in ("encoder_head", "filtermod_resblock", "modulator_pool", "decoder_tail"):
         kernels = importlib.import_module(f"microast_fast.kernels.{module}")
         for name, kernel in sorted(vars(kernels).items()):
             if isinstance(kernel, triton.runtime.Autotuner):

@@ -1,10 +1,10 @@
-"""Plots and the README's results table from the rows ``microast-fast bench --record`` appends.
+"""Plots and the results table of benchmarks/README.md from the rows ``microast-fast bench --record`` appends.
 
     python benchmarks/plot.py [--csv FILE ...] [--out DIR] [--readme FILE | --no-readme] [--batch N]
 
 Per device in the data: ``time_<device>.png`` (median time against resolution, p20-p80 as error bars)
 and ``memory_<device>.png`` (peak memory against resolution), log-log, one line per backend, one
-panel per dtype; then the markdown table between the README's ``<!-- results:start -->`` and
+panel per dtype; then the markdown table between benchmarks/README.md's ``<!-- results:start -->`` and
 ``<!-- results:end -->`` markers (printed instead where the markers are missing). Of repeated
 measurements of one (device, backend, size, dtype, batch, metric) the latest row counts.
 """
@@ -24,7 +24,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullLocator  # noqa: E402
 
-from microast_fast.bench import BENCH_BACKENDS, RESULTS_CSV, parse_size  # noqa: E402
+from microast_fast.bench.cases import BENCH_BACKENDS, parse_size  # noqa: E402
+from microast_fast.bench.machine import RESULTS_CSV  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", action="append", type=Path, help=f"results file(s) (default: {RESULTS_CSV})")
     parser.add_argument("--out", type=Path, default=RESULTS_CSV.parent, help="folder for the PNGs (default: %(default)s)")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="README to update (default: %(default)s)")
+    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README.md", help="file to update (default: %(default)s)")
     parser.add_argument("--no-readme", action="store_true", help="print the table, leave the README alone")
     parser.add_argument("--batch", type=int, default=1, help="rows of this content batch only (default: 1)")
     args = parser.parse_args(argv)

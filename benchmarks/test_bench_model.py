@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from microast_fast import backend_report
-from microast_fast.bench import FLOPS_PER_PIXEL, device_name, max_abs_error
+from microast_fast.bench.cases import FLOPS_PER_PIXEL
+from microast_fast.bench.machine import device_name
+from microast_fast.bench.measure import max_abs_error
 
 # MICROAST_SPEC.md: two correct fp32 implementations differ by up to 1e-4 (max abs) at image sizes.
 # Measured here (torch backend vs reference, 64x64 style): 7.1e-6 at 64x64, 9.7e-6 at 128x96; compiled

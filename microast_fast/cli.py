@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import dispatch, streaming
+from . import streaming
 from .dispatch import BACKEND_CHOICES
 # Image I/O (.images: Pillow, pypng, tifffile) is imported by the functions that read or write images
 # only, so that `bench` runs where just torch and numpy are installed, such as a bare GPU machine.
-from .validation import check_size
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -138,16 +137,13 @@ def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: 
     from .images import pixels_to_tensor, save_bands_atomic, to_uint8
 
     h, w = pixels.shape[:2]
-    check_size("content", h, w)
-    param = model.decoder.dec1.conv1.conv_layer.weight
 
     def read(y0, y1, x0, x1):
-        return pixels_to_tensor(pixels[y0:y1, x0:x1]).to(param.device, param.dtype)
+        return pixels_to_tensor(pixels[y0:y1, x0:x1]).to(model.device, model.dtype)
 
     with tqdm(total=streaming.tile_count(h, w, plan.tile), desc=progress_desc, unit="tile", leave=False,
               delay=2.0, file=sys.stderr) as bar, torch.inference_mode():
-        stages = dispatch.backend_module(model.active_backend).tile_stages(model)
-        bands = streaming.stream(model, read, (h, w), 1, signals, alpha, plan, stages, progress=bar.update)
+        bands = model.stream(read, h, w, signals, alpha, plan=plan, progress=bar.update)
         rows = (to_uint8(band[0, :, :h - y0, :w]) for y0, band in bands if y0 < h)
         save_bands_atomic(rows, h, w, output)
 

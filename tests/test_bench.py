@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from microast_fast import bench
+from microast_fast.bench import measure
 
 
 def test_cuda_device_without_an_index_means_the_current_one(monkeypatch):
@@ -15,8 +15,8 @@ def test_cuda_device_without_an_index_means_the_current_one(monkeypatch):
     # gives every measurement: it must not be called with one.
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", calls.append)
-    bench._use_cuda_device(torch.device("cuda"))
-    bench._use_cuda_device(torch.device("cuda:1"))
+    measure._use_cuda_device(torch.device("cuda"))
+    measure._use_cuda_device(torch.device("cuda:1"))
     assert calls == [1]
 
 
