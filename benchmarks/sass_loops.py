@@ -4,13 +4,14 @@
         '{"TILE_H": 8, "TILE_W": 32, "BLOCK9": 64, "SEGMENTS": 64, "BANDED": true}' \
         --warps 8 --stages 2 --dtype fp16 --arch 90
 
-Compiles as tests/test_triton_compile.py does (16-byte-aligned pointers unless ``--unaligned``; for the
-encoder head also a 4K image's strides) and prints registers, spills and every loop (a backward
-branch and its target), nested by address, with its static instruction count and the instructions
-that matter most. Instructions a pixel = the sum over loops of (static count x trips), times the
-warps, over the pixels: trips are the kernel's own loop bounds (a static count says nothing about
-them). A comparison between two builds, not a timing: on a GPU, ``microast-fast bench`` and
-benchmarks/kernel_profile.py measure. Run with the triton that the GPU machine has (PYTHONPATH).
+Compiles with ``microast_fast.kernels.aot``, as tests/test_triton_compile.py does (16-byte-aligned
+pointers unless ``--unaligned``; for the encoder head also a 4K image's strides), and prints
+registers, spills and every loop (a backward branch and its target), nested by address, with its
+static instruction count and the instructions that matter most. Instructions a pixel = the sum over
+loops of (static count x trips), times the warps, over the pixels: trips are the kernel's own loop
+bounds (a static count says nothing about them). A comparison between two builds, not a timing: on a
+GPU, ``microast-fast bench`` and benchmarks/kernel_profile.py measure. Run with the triton that the
+GPU machine has (PYTHONPATH), and TRITON_INTERPRET unset.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_triton_compile import compile_for_gpu, sass_instructions, sass_loops  # noqa: E402
+from microast_fast.kernels.aot import compile_for_gpu, sass_instructions, sass_loops
 
 KEY_OPS = ("LDG", "LDGSTS", "STG", "LDS", "STS", "HGMMA", "HMMA", "FFMA", "BAR", "LDL", "STL")
 
