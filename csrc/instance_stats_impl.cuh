@@ -10,8 +10,8 @@ namespace microast {
 namespace stats {
 
 // A block is 64 channels (threadIdx.x) x kLanes pixel lanes (threadIdx.y), and a thread keeps kInFlight
-// loads in flight. The first H100 run measured 4 lanes, one load at a time, at 0.42 ms for a 4K fp16
-// map (70 MB, about 0.17 TB/s): one block an SM, each thread waiting out every load's latency in turn.
+// loads in flight: with 4 lanes and one load at a time (one block an SM) each thread waited out every
+// load's latency in turn, far below the memory's bandwidth (docs/kernel_notes.md).
 constexpr int kLanes = 16;
 constexpr int kThreads = MICROAST_CHANNELS * kLanes;
 constexpr int kInFlight = 4;

@@ -90,10 +90,8 @@ __host__ __device__ inline void convolve(const Shared& s, int t, int block, int 
   const int pixel = t % (kTile * kTile), group = t / (kTile * kTile);
   const int oy = pixel / kTile, ox = pixel % kTile;
   const int co0 = group * kOutPerThread;
-  // Each tap's 64 products sum into a fresh partial that is then added to the total. One FMA chain of
-  // 576 rounded about twice as far from the exact sum as PyTorch's convolutions: on the first decoder
-  // block of the golden case a, 1.7e-4 max off float64 against 6.1e-5 for PyTorch's CPU conv; chains of
-  // 64 and 9 are 3.5e-5 off (the whole model: 1.4e-5 -> 3.3e-6, the reference 5.4e-6).
+  // Each tap's 64 products sum into a fresh partial that is then added to the total: one FMA chain of
+  // 576 rounded about twice as far from the exact sum as PyTorch's convolutions (docs/kernel_notes.md).
   float acc[kOutPerThread];
 #pragma unroll
   for (int j = 0; j < kOutPerThread; ++j) acc[j] = 0.f;
