@@ -1,13 +1,15 @@
 """The table behind ``backend="auto"`` on GPUs, from measured benchmark rows.
 
-    python benchmarks/auto_table.py --csv OUTDIR/results.csv --verified triton,cuda [--out FILE]
+    python benchmarks/auto_table.py --csv OUTDIR/results.csv --verified triton,cuda --capability 9.0 [--out FILE]
 
 For each (device, dtype, size) of batch 1 in the CSVs (rows as ``microast-fast bench --record`` writes
 them), the backend with the lowest median time among ``torch`` and the ``--verified`` ones: those
 whose GPU tests passed in the run that measured them (``benchmarks/gpu_run.sh`` passes that list). A
 float32 row whose output is more than 1e-4 (max abs) from the reference's is no candidate. The rows
 replace those of the same (device, dtype, size) in ``--out`` (default: the table shipped in the
-package, ``microast_fast/data/auto_backend.json``); others are kept.
+package, ``microast_fast/data/auto_backend.json``); others are kept. ``--capability``, the measured
+GPU's compute capability, goes into each new row: "auto" ranks GPU models without rows of their own
+by the rows of the nearest measured architecture.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +31,7 @@ FP32_MAX_ABS = 1e-4  # MICROAST_SPEC.md: two correct fp32 implementations at ima
 KERNEL_BACKENDS = ("triton", "cuda")
 
 
-def choices(rows, verified: set[str]) -> list[dict]:
+def choices(rows, verified: set[str], capability: str | None = None) -> list[dict]:
     """One choice per (device, dtype, size) of batch 1; the latest row of each measurement counts."""
     latest = {}
     for row in rows:
@@ -46,7 +49,8 @@ def choices(rows, verified: set[str]) -> list[dict]:
     for (device, dtype, size), by_backend in sorted(times.items()):
         backend, (ms, rev) = min(by_backend.items(), key=lambda item: item[1][0])
         _, height, width = parse_size(size)
-        out.append({"device": device, "dtype": dtype, "size": size, "pixels": height * width, "backend": backend,
+        out.append({"device": device, **({"capability": capability} if capability else {}), "dtype": dtype,
+                    "size": size, "pixels": height * width, "backend": backend,
                     "time_ms": {b: round(t, 3) for b, (t, _) in sorted(by_backend.items())}, "git_rev": rev})
     return out
 
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", action="append", required=True, type=Path, help="results CSV (repeatable)")
     parser.add_argument("--verified", default="", help="comma list of kernel backends whose GPU tests passed")
+    parser.add_argument("--capability", help="compute capability of the measured GPU, e.g. 9.0")
     parser.add_argument("--out", type=Path, default=TABLE, help="the table to update (default: %(default)s)")
     args = parser.parse_args(argv)
     verified = {b for b in args.verified.split(",") if b}
@@ -73,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.csv:
         with open(path, newline="") as f:
             rows += list(csv.DictReader(f))
-    new = choices(rows, verified)
+    if args.capability is not None and not re.fullmatch(r"\d+\.\d+", args.capability):
+        parser.error(f"--capability is MAJOR.MINOR, e.g. 9.0, not {args.capability!r}")
+    new = choices(rows, verified, args.capability)
     table = json.loads(args.out.read_text()) if args.out.exists() else {"choices": []}
     args.out.write_text(json.dumps(merge(table, new), indent=2) + "\n")
     for r in new:

@@ -7,7 +7,6 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +84,23 @@ def peak_memory(device: torch.device) -> str:
     return f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
 
 
+def default_dtype(device) -> str:
+    """float16 on a CUDA GPU: the kernels' fast path, on every GPU they support (fp32 runs them at about
+    the reference's speed); float32 elsewhere (bf16 is faster on some CPUs but below fp16's quality)."""
+    return "float16" if torch.device(device).type == "cuda" else "float32"
+
+
 def load_model(args):
     from .model import MicroAST
 
     return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype],
                                     max_memory=args.max_memory, tile_size=args.tile_size)
+
+
+def announce(model, args) -> None:
+    """The first line of output: which backend runs, on what, in what dtype, and why."""
+    choice = model.backend_choice
+    print(f"backend {choice.backend} ({choice.why}) on {model.device}, {args.dtype}", file=sys.stderr)
 
 
 def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.Tensor:
@@ -167,7 +178,7 @@ def cmd_stylize(args) -> int:
     model = load_model(args)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     plans = plan_jobs_memory(model, jobs, args.size)
-    print(f"backend {model.active_backend} on {device}, {args.dtype}", file=sys.stderr)
+    announce(model, args)
 
     failures = 0
     signals: dict[Path, object] = {}
@@ -212,14 +223,10 @@ def cmd_stylize(args) -> int:
     return 1 if failures else 0
 
 
-def asset_path(name: str) -> Path:
-    return Path(str(resources.files("microast_fast") / "data" / "assets" / name))
-
-
 def cmd_demo(args) -> int:
     from PIL import Image
 
-    from .images import IMAGE_SUFFIXES, load_image, save_image_atomic, to_uint8
+    from .images import IMAGE_SUFFIXES, asset_path, load_image, save_image_atomic, to_uint8
 
     out = Path(args.output)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
@@ -227,6 +234,7 @@ def cmd_demo(args) -> int:
     if out.exists() and not args.overwrite:
         raise UsageError(f"output {out} exists; pass --overwrite to replace it")
     model = load_model(args)
+    announce(model, args)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     row_height = 256
     rows = []
@@ -254,10 +262,36 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_warmup(args) -> int:
+    """Compile and tune the kernels for these sizes ahead of the first real image (e.g. in a container
+    build): Triton keeps compiled kernels and autotuning choices on disk (``TRITON_CACHE_DIR``, default
+    ``~/.triton/cache``), so a later process starts fast; the self-check verdict is kept too."""
+    from .bench.cases import parse_size
+
+    sizes = [parse_size(text) for text in args.sizes or ["1080p", "4k"]]
+    model = load_model(args)
+    announce(model, args)
+    generator = torch.Generator().manual_seed(0)
+    style = torch.rand(1, 3, args.style_size, args.style_size, generator=generator).to(model.device, model.dtype)
+    for label, height, width in sizes:
+        content = torch.rand(1, 3, height, width, generator=generator).to(model.device, model.dtype)
+        seconds = []
+        for _ in range(2):  # the first call compiles and tunes (or finds both on disk); the second runs
+            start = time.perf_counter()
+            with torch.inference_mode():
+                model(content, style, args.alpha)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            seconds.append(time.perf_counter() - start)
+        print(f"{label} ({width}x{height}): first call {seconds[0]:.2f} s, then {seconds[1] * 1e3:.1f} ms")
+    return 0
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="default: the fastest available")
     p.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="compute dtype (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="compute dtype (default: float16 on a CUDA GPU, float32 elsewhere)")
     p.add_argument("--alpha", type=float, default=1.0, help="stylisation strength in [0, 1] (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (inputs never)")
     p.add_argument("--max-memory", default=None,
@@ -283,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo.png", help="output image (default: %(default)s)")
     add_model_options(p)
     p.set_defaults(run=cmd_demo)
+    p = sub.add_parser("warmup", help="compile and tune the kernels ahead for given sizes (kept on disk)")
+    p.add_argument("--size", action="append", dest="sizes",
+                   help="content size to prepare: 1080p, 4k, 8k, N or HxW (repeatable; default: 1080p and 4k)")
+    p.add_argument("--style-size", type=int, default=512, help="side of the style image (default: %(default)s)")
+    add_model_options(p)
+    p.set_defaults(run=cmd_warmup)
+
     from . import bench
     bench.add_parser(sub)
     return parser
@@ -297,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, name, None)
             if value is not None and value < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if getattr(args, "dtype", None) == "auto":
+            args.dtype = default_dtype(args.device)
         return args.run(args)
     except (UsageError, ValueError, RuntimeError) as err:
         print(f"microast-fast: error: {err}", file=sys.stderr)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 import zlib
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +15,11 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def asset_path(name: str) -> Path:
+    """A bundled example image (``microast_fast/data/assets``)."""
+    return Path(str(resources.files("microast_fast") / "data" / "assets" / name))
 
 
 def load_image(path: str | os.PathLike, short_side: int | None = None) -> torch.Tensor:

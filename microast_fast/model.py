@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import dispatch, streaming
+from . import dispatch, self_check, streaming
 from .backends import Backend, get_backend
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
@@ -93,10 +93,31 @@ class MicroAST(StrictStateDictMixin, nn.Module):
 
     @property
     def active_backend(self) -> str:
-        """The backend that runs on this model's device (raises if the requested one cannot). For "auto"
-        on a GPU the choice also depends on the content's size (``dispatch.resolve_backend``): this is
-        the choice for large images."""
-        return dispatch.resolve_backend(self.backend, self.device, self.dtype)
+        """The name of the backend that runs on this model's device (``backend_choice`` says why)."""
+        return self.backend_choice.backend
+
+    @property
+    def backend_choice(self) -> dispatch.Choice:
+        """The backend that runs on this model's device, and why (raises if a backend asked for by name
+        cannot run). For "auto" on a GPU the choice also depends on the content's size: this is the
+        choice for large images."""
+        return self._choice(None)
+
+    def _choice(self, pixels: int | None) -> dispatch.Choice:
+        choice = dispatch.choose(self.backend, self.device, self.dtype, pixels)
+        if not choice.needs_self_check:
+            return choice
+        failure = self_check.verdict(self.device, choice.backend, self.dtype, lambda: self._self_check(choice.backend))
+        if failure is None:
+            return dispatch.Choice(choice.backend, f"{choice.why}; passed its self-check here")
+        return dispatch.Choice(dispatch.FALLBACK, f"{choice.backend!r} ({choice.why}) failed its self-check: {failure}")
+
+    def _self_check(self, backend: str) -> str | None:
+        """``self_check.run`` of ``backend`` in this model's dtype, on the bundled weights."""
+        candidate = type(self).from_pretrained(backend=backend, device=self.device, dtype=self.dtype, tile_size=0)
+        reference = type(self).from_pretrained(backend=dispatch.FALLBACK, device=self.device, dtype=torch.float32,
+                                               tile_size=0)
+        return self_check.run(candidate, reference)
 
     def _records_grad(self, *tensors) -> bool:
         return torch.is_grad_enabled() and (
@@ -104,7 +125,7 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         )
 
     def _backend_for(self, records_grad: bool, pixels: int | None = None) -> Backend:
-        name = dispatch.resolve_backend(self.backend, self.device, self.dtype, pixels)
+        name = self._choice(pixels).backend
         if records_grad and name != "torch":
             if not self._warned_autograd:
                 warnings.warn(

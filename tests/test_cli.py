@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from microast_fast import MicroAST
-from microast_fast.cli import asset_path
+from microast_fast.images import asset_path
 from microast_fast.images import load_image, to_uint8
 
 
@@ -97,6 +97,7 @@ def test_demo_runs_offline(tmp_path):
     result = subprocess.run([sys.executable, "-m", "microast_fast.cli", "demo", "-o", "demo.png"], cwd=tmp_path,
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "backend torch (auto on cpu) on cpu, float32"  # what runs, and why
     panel = Image.open(tmp_path / "demo.png")
     assert panel.mode == "RGB" and panel.height == 512
     # The result tiles are stylised: not a copy of the content tile next to them.
@@ -170,3 +171,20 @@ def test_failed_stream_leaves_no_file(tmp_path):
         with pytest.raises(RuntimeError, match="half-way"):
             save_bands_atomic(bands(), 8, 10, tmp_path / f"x{suffix}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device, dtype", [("cpu", "float32"), ("cuda", "float16"), ("cuda:1", "float16")])
+def test_default_dtype_follows_the_device(device, dtype):
+    from microast_fast.cli import build_parser, default_dtype
+
+    assert build_parser().parse_args(["demo", "--device", device]).dtype == "auto"
+    assert default_dtype(device) == dtype
+
+
+def test_warmup_prepares_each_size(capsys):
+    from microast_fast.cli import main
+
+    assert main(["warmup", "--size", "24", "--size", "20x28", "--style-size", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["24 (24x24)", "20x28 (28x20)"]
+    assert all("first call" in line for line in lines)

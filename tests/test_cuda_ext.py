@@ -439,7 +439,7 @@ def test_streaming_with_the_cuda_stages_on_the_host(emulation, monkeypatch, maps
 def test_cuda_backend_half_precision_on_the_host(emulation, monkeypatch, dtype, min_psnr):
     """The whole cuda backend in fp16 / bf16 (the residual blocks on the tensor-core path), every kernel
     body run on the host, against the fp32 reference on a bundled photograph: the issue's PSNR bar."""
-    from microast_fast.cli import asset_path
+    from microast_fast.images import asset_path
     from microast_fast.images import load_image
     monkeypatch.setattr(cuda_backend, "load_ops", lambda: HostKernelOps(emulation))
     content = load_image(asset_path("chelsea.png"), 96)
@@ -637,7 +637,7 @@ def test_streaming_matches_the_reference():
 @gpu
 @pytest.mark.parametrize("dtype,min_psnr", [(torch.float16, 45.0), (torch.bfloat16, 38.0)])
 def test_half_precision_quality(dtype, min_psnr):
-    from microast_fast.cli import asset_path
+    from microast_fast.images import asset_path
     from microast_fast.images import load_image, to_uint8
     content = load_image(asset_path("chelsea.png")).cuda()
     style = load_image(asset_path("hubble_deep_field.jpg"), 512).cuda()

@@ -78,21 +78,83 @@ def test_auto_table_takes_the_fastest_verified_backend(tmp_path):
         {"device": H100, "dtype": "float16", "pixels": 2160 * 4096, "backend": "cuda"},  # replaced
     ]}))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "auto_table.py"), "--csv", str(results),
-                           "--verified", "triton", "--out", str(table)], capture_output=True, text=True, cwd=ROOT)
+                           "--verified", "triton", "--capability", "9.0", "--out", str(table)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     written = json.loads(table.read_text())
     assert written["about"] == "kept"
+    assert all(r["capability"] == "9.0" for r in written["choices"] if r["device"] == H100)
     picked = {(r["device"], r["dtype"], r["size"] if "size" in r else r["pixels"]): r["backend"]
               for r in written["choices"]}
     assert picked == {("other GPU", "float16", 4): "cuda", (H100, "float16", "4k"): "triton",
                       (H100, "float32", "4k"): "torch", (H100, "float16", "1080p"): "torch"}
 
 
-@pytest.mark.parametrize("missing, expected", [(None, "cuda"), ("not built here", "torch")])
-def test_auto_on_a_gpu_takes_the_measured_backend_if_it_can_run(monkeypatch, missing, expected):
-    monkeypatch.setattr(dispatch, "auto_table", lambda: tuple(ROWS))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: H100)
-    monkeypatch.setattr(dispatch, "unavailable_reason", lambda name, device: missing)
-    assert dispatch._auto_on_gpu(torch.device("cuda"), torch.float16, 1080 * 1920) == expected
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "an unmeasured GPU")
-    assert dispatch._auto_on_gpu(torch.device("cuda"), torch.float16, 1080 * 1920) == "torch"
+TABLE = [  # an H100 with times, as benchmarks/auto_table.py writes them
+    {"device": H100, "capability": "9.0", "dtype": "float16", "pixels": 2160 * 4096, "backend": "triton",
+     "time_ms": {"torch": 36.6, "triton": 14.8, "cuda": 18.0}},
+    {"device": H100, "capability": "9.0", "dtype": "float32", "pixels": 2160 * 4096, "backend": "cuda",
+     "time_ms": {"torch": 73.3, "cuda": 50.8}},
+]
+
+
+def everything_runs(name):
+    return None
+
+
+@pytest.mark.parametrize("gpu, dtype, backend, checked, why", [
+    (dispatch.Gpu(H100, (9, 0)), torch.float16, "triton", False, f"fastest measured on {H100}"),
+    (dispatch.Gpu("NVIDIA H100 PCIe", (9, 0)), torch.float16, "triton", True, "nearest architecture, " + H100),
+    (dispatch.Gpu("NVIDIA H200", (9, 0)), torch.float32, "cuda", True, "nearest architecture"),
+    (dispatch.Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), torch.float16, "triton", True, "(sm_90)"),
+    (dispatch.Gpu("NVIDIA GeForce RTX 4090", (8, 9)), torch.float16, "triton", True, "nearest architecture"),
+    (dispatch.Gpu("NVIDIA L4", (8, 9)), torch.float16, "triton", True, "nearest architecture"),
+    (dispatch.Gpu("a GPU nobody has heard of", (12, 0)), torch.float16, "triton", True, "nearest architecture"),
+    (dispatch.Gpu("Tesla T4", (7, 5)), torch.float16, "torch", False, "sm_75; the kernels need compute capability 8.0"),
+    (dispatch.Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), torch.bfloat16, "torch", False, "no GPU run has measured bfloat16"),
+])
+def test_auto_on_gpu_models(gpu, dtype, backend, checked, why):
+    """The kernel backends are candidates on every GPU of compute capability 8.0 and up: a measured GPU
+    model by its own rows, any other by the nearest measured architecture's, and then only after the
+    self-check; older GPUs get torch, saying why."""
+    choice = dispatch.auto_choice(TABLE, gpu, dtype, None, everything_runs)
+    assert (choice.backend, choice.needs_self_check) == (backend, checked)
+    assert why in choice.why
+
+
+def test_nearest_architecture_prefers_the_same_major_version():
+    table = TABLE + [{"device": "NVIDIA A100-SXM4-80GB", "capability": "8.0", "dtype": "float16",
+                      "pixels": 2160 * 4096, "backend": "cuda", "time_ms": {"torch": 80.0, "cuda": 30.0}}]
+    choice = dispatch.auto_choice(table, dispatch.Gpu("NVIDIA GeForce RTX 4090", (8, 9)), torch.float16, None,
+                                  everything_runs)
+    assert choice.backend == "cuda" and "A100" in choice.why and choice.needs_self_check
+    choice = dispatch.auto_choice(table, dispatch.Gpu("NVIDIA H200", (9, 0)), torch.float16, None, everything_runs)
+    assert choice.backend == "triton" and H100 in choice.why
+
+
+def test_a_backend_that_cannot_run_gives_way_to_the_next_fastest():
+    def no_triton(name):
+        return "triton is not installed" if name == "triton" else None
+    choice = dispatch.auto_choice(TABLE, dispatch.Gpu(H100, (9, 0)), torch.float16, None, no_triton)
+    assert choice.backend == "cuda" and "'triton' would be faster but triton is not installed" in choice.why
+
+    def nothing_but_torch(name):
+        return f"{name} missing"
+    choice = dispatch.auto_choice(TABLE, dispatch.Gpu(H100, (9, 0)), torch.float16, None, nothing_but_torch)
+    assert choice.backend == "torch" and not choice.needs_self_check
+
+
+def test_rows_without_a_capability_rank_nothing_elsewhere():
+    rows = [{k: v for k, v in row.items() if k != "capability"} for row in TABLE]
+    choice = dispatch.auto_choice(rows, dispatch.Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), torch.float16, None,
+                                  everything_runs)
+    assert choice.backend == "torch"
+
+
+def test_a_backend_asked_for_by_name_is_never_replaced():
+    with pytest.raises(dispatch.BackendUnavailableError, match="'cuda' is not available"):
+        dispatch.choose("cuda", torch.device("cpu"))
+    assert dispatch.choose("torch", torch.device("cpu")) == dispatch.Choice("torch", "asked for by name")
+
+
+def test_shipped_rows_carry_their_architecture():
+    assert all(row.get("capability") for row in dispatch.auto_table())

@@ -261,3 +261,23 @@ def test_autograd_runs_the_differentiable_path_with_a_warning(ref):
     else:
         torch.testing.assert_close(grad, expected, rtol=0, atol=0)
     assert model.active_backend == "triton"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_auto_on_an_unmeasured_gpu_model_runs_triton_after_its_self_check(monkeypatch, tmp_path, dtype):
+    """This GPU as if no shipped run had measured it, only another GPU of its architecture: "auto"
+    ranks by that GPU's rows and runs the Triton backend once it passes the self-check here."""
+    from microast_fast import self_check
+
+    monkeypatch.setenv("MICROAST_FAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(self_check, "_verdicts", {})
+    major, minor = torch.cuda.get_device_capability()
+    rows = ({"device": "another GPU", "capability": f"{major}.{minor}", "dtype": str(dtype).removeprefix("torch."),
+             "pixels": 2160 * 4096, "backend": "triton", "time_ms": {"torch": 2.0, "triton": 1.0}},)
+    monkeypatch.setattr(dispatch, "auto_table", lambda: rows)
+    model = MicroAST.from_pretrained(device=DEVICE, dtype=dtype)
+    choice = model.backend_choice
+    assert choice.backend == "triton", choice.why
+    assert "nearest architecture, another GPU" in choice.why and "passed its self-check" in choice.why
