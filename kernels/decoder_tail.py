@@ -174,6 +174,7 @@ FP32_CONFIGS = [_config(16, 16, 64, 128, 8, 1, maxnreg=184), _config(16, 32, 64,
                       num_warps=4),
     ),
     key=["H4", "W4"],
+    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
     prune_configs_by={"early_config_prune": ConfigsByMapDtype("out_ptr", FP32_CONFIGS, HALF_CONFIGS)},
 )
 @triton.jit

@@ -131,6 +131,7 @@ HALF_MAP_CONFIGS = [
         triton.Config({"TILE_H": 32, "TILE_W": 32, "BLOCK9": 1024, "SEGMENTS": 256}, num_warps=4),
     ),
     key=["H", "W"],
+    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
     prune_configs_by={"early_config_prune": ConfigsByMapDtype("out_ptr", [FP32_CONFIG], HALF_MAP_CONFIGS)},
 )
 @triton.jit
@@ -246,6 +247,7 @@ def encoder_head_half_kernel(
         triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 32}, num_warps=4),
     ),
     key=["H2", "W2"],
+    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
 )
 @triton.jit
 def encoder_head_quarter_kernel(

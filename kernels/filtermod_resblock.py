@@ -72,6 +72,7 @@ WIDE_K_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_war
         triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
     ),
     key=["H", "W"],
+    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
     prune_configs_by={"early_config_prune": ConfigsByMapDtype("in_ptr", half_only=[WIDE_K_CONFIG])},
 )
 @triton.jit

@@ -21,6 +21,7 @@ from ._common import autotune_configs, check_map_dtype, reflect
         triton.Config({"BLOCK_P": 256}, num_warps=4),
     ),
     key=["H", "W"],
+    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
 )
 @triton.jit
 def modulator_pool_kernel(x_ptr, w_ptr, b_ptr, out_ptr, H, W, C: tl.constexpr, BLOCK_P: tl.constexpr):
