@@ -30,7 +30,7 @@ class UsageError(Exception):
 @dataclass
 class Job:
     content: Path
-    style: Path
+    styles: tuple[Path, ...]  # one style, or the styles that --mix mixes into one
     output: Path
 
 
@@ -55,16 +55,22 @@ def expand_inputs(paths: list[str], what: str) -> list[Path]:
     return found
 
 
-def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, overwrite: bool) -> list[Job]:
+def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, overwrite: bool,
+              mix: list[float] | None = None) -> list[Job]:
+    """One output per content and style, or per content with ``mix`` (all the styles mixed into one)."""
     from .images import IMAGE_SUFFIXES
 
-    pairs = [(c, s) for c in contents for s in styles]
+    if mix is not None and len(mix) != len(styles):
+        raise UsageError(f"--mix gives {len(mix)} weights for {len(styles)} styles ({', '.join(map(str, styles))}); "
+                         "give one weight per style, in order")
+    style_sets = [tuple(styles)] if mix is not None else [(s,) for s in styles]
+    pairs = [(c, s) for c in contents for s in style_sets]
     if out.suffix.lower() in IMAGE_SUFFIXES:
         if len(pairs) > 1:
             raise UsageError(f"-o {out} names one file but there are {len(pairs)} outputs; give a directory")
         jobs = [Job(*pairs[0], out)]
     else:
-        names = [out / f"{c.stem}_stylized_{s.stem}.{ext.lstrip('.')}" for c, s in pairs]
+        names = [out / f"{c.stem}_stylized_{'+'.join(p.stem for p in s)}.{ext.lstrip('.')}" for c, s in pairs]
         if len(set(names)) < len(names):
             raise UsageError("two inputs share a file name stem, so their outputs would collide; rename one")
         jobs = [Job(c, s, name) for (c, s), name in zip(pairs, names)]
@@ -75,6 +81,19 @@ def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, ove
         if job.output.exists() and not overwrite:
             raise UsageError(f"output {job.output} exists; pass --overwrite to replace it")
     return jobs
+
+
+def parse_mix(text: str | None) -> list[float] | None:
+    """``--mix 0.3,0.7`` -> ``[0.3, 0.7]``: non-negative weights that sum to 1."""
+    if text is None:
+        return None
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--mix takes comma-separated weights such as 0.3,0.7, got {text!r}") from None
+    if any(not w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise UsageError(f"--mix weights must be non-negative and sum to 1, got {text!r}")
+    return weights
 
 
 def peak_memory(device: torch.device) -> str:
@@ -163,7 +182,9 @@ def cmd_stylize(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from .images import IMAGE_SUFFIXES, load_image, pixels_to_tensor, read_pixels, save_image_atomic, to_uint8
+    from .images import (IMAGE_SUFFIXES, load_image, pixels_to_tensor, read_pixels, remove_leftovers,
+                         save_image_atomic, to_uint8)
+    from .signals import StyleSignals
 
     # Pillow warns above 89 megapixels and refuses above 179 ("decompression bomb"): the very images
     # streaming exists for. Here the user named the files, and --max-memory is checked against each
@@ -172,16 +193,29 @@ def cmd_stylize(args) -> int:
     contents = expand_inputs(args.content, "content")
     styles = expand_inputs(args.style, "style")
     out = Path(args.output)
-    jobs = plan_jobs(contents, styles, out, args.ext, args.overwrite)
+    jobs = plan_jobs(contents, styles, out, args.ext, args.overwrite, parse_mix(args.mix))
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(job.output for job in jobs)
     model = load_model(args)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     plans = plan_jobs_memory(model, jobs, args.size)
     announce(model, args)
 
     failures = 0
-    signals: dict[Path, object] = {}
+    encoded: dict[Path, StyleSignals] = {}
+
+    def signals_of(job: Job) -> StyleSignals:
+        """Each style encoded once a run; a mix is one more set of signals."""
+        for path in job.styles:
+            if path not in encoded:
+                style = load_image(path, args.style_size or None).to(device, dtype)
+                with torch.inference_mode():
+                    encoded[path] = model.encode_style(style)
+        if len(job.styles) == 1:
+            return encoded[job.styles[0]]
+        return StyleSignals.mix([encoded[path] for path in job.styles], parse_mix(args.mix))
+
     bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr)
     for content_path in contents:
         content_jobs = [j for j in jobs if j.content == content_path]
@@ -197,23 +231,20 @@ def cmd_stylize(args) -> int:
         for job in content_jobs:
             bar.update(1)
             try:
-                if job.style not in signals:
-                    style = load_image(job.style, args.style_size or None).to(device, dtype)
-                    with torch.inference_mode():
-                        signals[job.style] = model.encode_style(style)
+                signals = signals_of(job)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                     torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 if plan is None:
-                    image = to_uint8(stylize_file(model, content, signals[job.style], args.alpha))
+                    image = to_uint8(stylize_file(model, content, signals, args.alpha))
                     save_image_atomic(image, job.output)
                 else:
-                    stream_file(model, pixels, signals[job.style], args.alpha, plan, job.output, content_path.name)
+                    stream_file(model, pixels, signals, args.alpha, plan, job.output, content_path.name)
                 seconds = time.perf_counter() - start
             except (OSError, ValueError, TypeError) as err:
                 failures += 1
-                tqdm.write(f"skipped {job.content} with style {job.style}: {err}", file=sys.stderr)
+                tqdm.write(f"skipped {job.content} with style {'+'.join(map(str, job.styles))}: {err}", file=sys.stderr)
                 continue
             h, w = pixels.shape[:2]
             tqdm.write(f"{job.output}  {w}x{h}  {seconds:.3f} s with writing  {peak_memory(device)}")
@@ -310,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize content so its shorter side is SIZE (default: keep)")
     p.add_argument("--style-size", type=int, default=512, help="shorter side of style images (default 512; 0 keeps)")
     p.add_argument("--ext", default="png", help="output format when -o is a directory (default: png)")
+    p.add_argument("--mix", default=None,
+                   help="one output mixing the styles with these weights, e.g. 0.3,0.7 (default: one output a style)")
     add_model_options(p)
     p.set_defaults(run=cmd_stylize)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import stat
 import tempfile
 import zlib
 from importlib import resources
@@ -88,15 +90,47 @@ def image_format(path: Path) -> str:
     return fmt
 
 
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_files(path: Path) -> list[Path]:
+    """The temporary files ``atomic_file`` writes for ``path``: hidden, beside it."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL_SUFFIX}"))
+
+
+def remove_leftovers(paths) -> int:
+    """Remove the temporary files of these outputs that a killed run (SIGKILL, power loss) left behind;
+    how many."""
+    removed = 0
+    for path in paths:
+        for leftover in partial_files(Path(path)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed += 1
+    return removed
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: an existing file's own, else 0o666 less the umask
+    (mkstemp's 0o600 would keep web servers and other users out)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """A file object for ``path``, written as a temporary file in the same folder and renamed into place
     on success; on any error the temporary file is removed: readers never see a partial image."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         with open(tmp, "wb") as f:
             yield f
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -38,6 +39,34 @@ class StyleSignals(NamedTuple):
 
     def to(self, device) -> "StyleSignals":
         return StyleSignals(*(t.to(device) for t in self))
+
+    @staticmethod
+    def mix(signals: Sequence["StyleSignals"], weights: Sequence[float]) -> "StyleSignals":
+        """One style from several: each signal is the ``weights``-weighted sum of theirs.
+
+        This is AdaIN's style interpolation, extended to FilterMod. FeatMod is affine in the style's
+        statistics (``std * normalized(x) + mean``) and each FilterMod epilogue is linear in ``(w, b)``
+        (``w * conv(x) + b * x``), so with weights summing to 1 each modulation point gives exactly the
+        weighted sum of what the styles would give it alone; one-hot weights give that style exactly.
+        The mix costs nothing per frame: it is one more set of signals. ``signals`` share a batch size
+        (1 broadcasts) and a device; ``weights`` are non-negative and sum to 1."""
+        signals = list(signals)
+        weights = [float(w) for w in weights]
+        if not signals or len(weights) != len(signals):
+            raise ValueError(f"mix takes one weight per style: {len(signals)} styles, {len(weights)} weights")
+        if any(not math.isfinite(w) or w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+            raise ValueError(f"mix weights must be non-negative and sum to 1, got {weights}")
+        batch = max(s.batch_size for s in signals)
+        if any(s.batch_size not in (1, batch) for s in signals):
+            raise ValueError(f"styles to mix have batch sizes {[s.batch_size for s in signals]}: use equal "
+                             "batches, or 1 to broadcast")
+        if len({s.device for s in signals}) > 1:
+            raise ValueError(f"styles to mix are on different devices: {sorted({str(s.device) for s in signals})}")
+        mixed = []
+        for parts in zip(*signals):  # one field at a time, summed in fp32 whatever the field's dtype
+            total = sum(w * t.float() for w, t in zip(weights, parts))
+            mixed.append(total.expand(batch, *total.shape[1:]).to(parts[0].dtype).contiguous())
+        return StyleSignals(*mixed)
 
 
 def channel_rows(t: torch.Tensor) -> torch.Tensor:

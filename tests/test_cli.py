@@ -188,3 +188,23 @@ def test_warmup_prepares_each_size(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["24 (24x24)", "20x28 (28x20)"]
     assert all("first call" in line for line in lines)
+
+
+def test_outputs_get_the_mode_of_a_normal_write_and_leftovers_go(photos, tmp_path):
+    """Outputs are readable as any file the user writes (umask, not mkstemp's 0600), and the hidden
+    temporary that a killed run leaves beside an output is removed by the next run."""
+    folder, style = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / ".cat_stylized_style.png.abc123.partial"
+    leftover.write_bytes(b"half an image")
+    unrelated = out / ".notes.txt.abc123.partial"
+    unrelated.write_bytes(b"someone else's")
+    old_umask = os.umask(0o022)
+    try:
+        result = cli("stylize", folder / "cat.png", "--style", style, "-o", out, "--backend", "torch")
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result.stderr
+    assert (out / "cat_stylized_style.png").stat().st_mode & 0o777 == 0o644
+    assert not leftover.exists() and unrelated.exists()
