@@ -113,7 +113,8 @@ def load_model(args):
     from .model import MicroAST
 
     return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype],
-                                    max_memory=args.max_memory, tile_size=args.tile_size)
+                                    max_memory=args.max_memory, tile_size=args.tile_size,
+                                    preserve_color=args.preserve_color)
 
 
 def announce(model, args) -> None:
@@ -204,14 +205,20 @@ def cmd_stylize(args) -> int:
 
     failures = 0
     encoded: dict[Path, StyleSignals] = {}
+    recolour = args.preserve_color == "coral"
 
-    def signals_of(job: Job) -> StyleSignals:
-        """Each style encoded once a run; a mix is one more set of signals."""
+    def signals_of(job: Job, pixels: np.ndarray) -> StyleSignals:
+        """Each style encoded once a run (with --preserve-color coral, once per content: it is recoloured
+        to the content's colours first); a mix is one more set of signals."""
+        if recolour:
+            encoded.clear()
+            step = max(1, int((pixels.shape[0] * pixels.shape[1] / 4e6) ** 0.5))  # colour statistics of <= 4 Mpx
+            colours = pixels_to_tensor(pixels[::step, ::step])
         for path in job.styles:
             if path not in encoded:
                 style = load_image(path, args.style_size or None).to(device, dtype)
                 with torch.inference_mode():
-                    encoded[path] = model.encode_style(style)
+                    encoded[path] = model.encode_style(style, content=colours if recolour else None)
         if len(job.styles) == 1:
             return encoded[job.styles[0]]
         return StyleSignals.mix([encoded[path] for path in job.styles], parse_mix(args.mix))
@@ -231,7 +238,7 @@ def cmd_stylize(args) -> int:
         for job in content_jobs:
             bar.update(1)
             try:
-                signals = signals_of(job)
+                signals = signals_of(job, pixels)
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
                     torch.cuda.synchronize(device)
@@ -274,7 +281,7 @@ def cmd_demo(args) -> int:
         content = load_image(asset_path(content_name)).to(device, dtype)
         style = load_image(asset_path(style_name), 512).to(device, dtype)
         with torch.inference_mode():
-            result = stylize_file(model, content, model.encode_style(style), args.alpha)
+            result = stylize_file(model, content, model.encode_style(style, content=content), args.alpha)
         tiles = [Image.fromarray(to_uint8(t[0] if t.dim() == 4 else t)) for t in (content, style, result)]
         tiles = [t.resize((round(t.width * row_height / t.height), row_height), Image.Resampling.LANCZOS) for t in tiles]
         row = Image.new("RGB", (sum(t.width for t in tiles), row_height))
@@ -324,6 +331,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="compute dtype (default: float16 on a CUDA GPU, float32 elsewhere)")
     p.add_argument("--alpha", type=float, default=1.0, help="stylisation strength in [0, 1] (default: 1)")
+    p.add_argument("--preserve-color", choices=["coral", "luminance"], default=None,
+                   help="keep the content's colours: coral recolours the style to them before encoding, "
+                        "luminance keeps the content's chroma (YCbCr)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (inputs never)")
     p.add_argument("--max-memory", default=None,
                    help="stream each image in tiles within this working-memory budget, e.g. 2GB (exact result)")

@@ -9,7 +9,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import dispatch, self_check, streaming
+from . import color, dispatch, self_check, streaming
 from .backends import Backend, get_backend
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
@@ -23,10 +23,13 @@ class MicroAST(StrictStateDictMixin, nn.Module):
     ``forward(content [N,3,H,W], style [N or 1,3,h,w] | StyleSignals, alpha=1.0)`` returns
     ``[N, 3, 4*ceil(H/4), 4*ceil(W/4)]``, as the published model. ``alpha`` is a float or a tensor of N
     values in [0, 1]. ``backend`` is "auto", "torch", "triton" or "cuda"; ``active_backend`` says what
-    runs on the model's current device.
+    runs on the model's current device. ``preserve_color`` keeps the content's colours (``color``):
+    "coral" recolours the style image to the content's colour mean and covariance before it is encoded,
+    "luminance" keeps the output's luminance and the content's chroma (YCbCr, BT.601).
     """
 
-    def __init__(self, backend: str = "auto", max_memory=None, tile_size: int | None = None):
+    def __init__(self, backend: str = "auto", max_memory=None, tile_size: int | None = None,
+                 preserve_color: str | None = None):
         super().__init__()
         self.content_encoder = Encoder()
         self.style_encoder = Encoder()
@@ -40,6 +43,8 @@ class MicroAST(StrictStateDictMixin, nn.Module):
                 f"execution), got {tile_size!r}"
             )
         self.tile_size = tile_size
+        color.check_preserve_color(preserve_color)
+        self.preserve_color = preserve_color
         self._warned_autograd = False
 
     # --- construction -------------------------------------------------------------------------
@@ -139,10 +144,17 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         return get_backend(name)
 
     # --- inference ----------------------------------------------------------------------------
-    def encode_style(self, style: torch.Tensor) -> StyleSignals:
-        """FeatMod statistics and FilterMod signals of ``style`` ``[S, 3, h, w]``, reusable across calls."""
+    def encode_style(self, style: torch.Tensor, content: torch.Tensor | None = None) -> StyleSignals:
+        """FeatMod statistics and FilterMod signals of ``style`` ``[S, 3, h, w]``, reusable across calls.
+        With ``preserve_color="coral"`` the style is first recoloured to ``content``'s colours (required;
+        for a video, e.g. its first frame, so that the colours hold still)."""
         check_image("style", style)
         check_model_match("style", style, self._param)
+        if self.preserve_color == "coral":
+            if content is None:
+                raise ValueError("preserve_color='coral' matches the style's colours to a content's: pass "
+                                 "encode_style(style, content=...) (for a video, e.g. its first frame)")
+            style = color.coral(style, content)
         return self._backend_for(self._records_grad(style)).encode_style(self, style)
 
     def forward(self, content: torch.Tensor, style, alpha=1.0) -> torch.Tensor:
@@ -168,10 +180,16 @@ class MicroAST(StrictStateDictMixin, nn.Module):
                     "tiled streaming (max_memory / tile_size) runs inference only, but autograd is recording; "
                     "use torch.inference_mode() or model.requires_grad_(False), or tile_size=0 for whole-image"
                 )
-        signals = style if isinstance(style, StyleSignals) else backend.encode_style(self, style)
+        if isinstance(style, StyleSignals):
+            signals = style  # with preserve_color="coral", encode_style(style, content=...) recoloured it
+        else:
+            signals = backend.encode_style(self, color.coral(style, content) if self.preserve_color == "coral"
+                                           else style)
         if plan is None:
-            return backend.stylize(self, content, signals, alpha)
-        return streaming.stylize(backend.tile_stages(self), content, signals, alpha, plan)
+            out = backend.stylize(self, content, signals, alpha)
+        else:
+            out = streaming.stylize(backend.tile_stages(self), content, signals, alpha, plan)
+        return color.preserve_luminance(out, content) if self.preserve_color == "luminance" else out
 
     @property
     def _streams_by_default(self) -> bool:
@@ -214,7 +232,13 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         if plan is None:
             plan = self.streaming_plan(batch, height, width) or streaming.Plan(streaming.CPU_TILE)
         stages = self._backend_for(records_grad=False, pixels=batch * height * width).tile_stages(self)
-        return streaming.stream(stages, read, (height, width), batch, signals, alpha, plan, progress)
+        bands = streaming.stream(stages, read, (height, width), batch, signals, alpha, plan, progress)
+        if self.preserve_color != "luminance":
+            return bands
+        # The content's rows of each band (the last row repeated past the image, as preserve_luminance pads).
+        return ((y0, color.preserve_luminance(band, read(min(y0, height - 1), min(y0 + band.shape[2], height),
+                                                          0, width)))
+                for y0, band in bands)
 
 
 def load_official(directory: str | os.PathLike, iteration: int = PUBLISHED_ITERATION,

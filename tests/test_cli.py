@@ -208,3 +208,17 @@ def test_outputs_get_the_mode_of_a_normal_write_and_leftovers_go(photos, tmp_pat
     assert result.returncode == 0, result.stderr
     assert (out / "cat_stylized_style.png").stat().st_mode & 0o777 == 0o644
     assert not leftover.exists() and unrelated.exists()
+
+
+@pytest.mark.parametrize("mode", ["coral", "luminance"])
+def test_preserve_color_is_the_module_option(photos, tmp_path, mode):
+    folder, style = photos
+    out = tmp_path / f"{mode}.png"
+    result = cli("stylize", folder / "cat.png", "--style", style, "--style-size", "32", "-o", out,
+                 "--backend", "torch", "--preserve-color", mode)
+    assert result.returncode == 0, result.stderr
+    model = MicroAST.from_pretrained(backend="torch", preserve_color=mode)
+    content = load_image(folder / "cat.png")
+    with torch.inference_mode():
+        expected = model(content, load_image(style, 32))[0, :, :content.shape[2], :content.shape[3]]
+    assert np.array_equal(np.asarray(Image.open(out)), to_uint8(expected))
