@@ -81,7 +81,8 @@ if __name__ == "__main__":  # pip runs it so; tests import its helpers
         packages=["microast_fast", "microast_fast.backends", "microast_fast.bench", "microast_fast.kernels"],
         package_dir={"microast_fast.kernels": "kernels"},
         package_data={"microast_fast": ["data/weights/*", "data/assets/*", "data/*.json"]},
-        install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile"],
+        # av: PyAV, FFmpeg with its codecs in the wheel, for `microast-fast video`.
+        install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile", "av"],
         extras_require={
             # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.
             "test": ["pytest", "pytest-benchmark", "triton", "matplotlib"],
