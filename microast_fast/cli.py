@@ -84,16 +84,9 @@ def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, ove
 
 
 def parse_mix(text: str | None) -> list[float] | None:
-    """``--mix 0.3,0.7`` -> ``[0.3, 0.7]``: non-negative weights that sum to 1."""
-    if text is None:
-        return None
-    try:
-        weights = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise UsageError(f"--mix takes comma-separated weights such as 0.3,0.7, got {text!r}") from None
-    if any(not w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
-        raise UsageError(f"--mix weights must be non-negative and sum to 1, got {text!r}")
-    return weights
+    from .signals import parse_weights
+
+    return None if text is None else parse_weights(text)
 
 
 def peak_memory(device: torch.device) -> str:
@@ -367,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.set_defaults(run=cmd_warmup)
 
-    from . import bench
+    from . import bench, video
     bench.add_parser(sub)
+    video.add_parser(sub, add_model_options, load_model, announce)
     return parser
 
 

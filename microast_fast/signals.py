@@ -69,6 +69,17 @@ class StyleSignals(NamedTuple):
         return StyleSignals(*mixed)
 
 
+def parse_weights(text: str) -> list[float]:
+    """``"0.3,0.7"`` (the command line's ``--mix``) -> ``[0.3, 0.7]``: non-negative weights summing to 1."""
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--mix takes comma-separated weights such as 0.3,0.7, got {text!r}") from None
+    if any(not w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise ValueError(f"--mix weights must be non-negative and sum to 1, got {text!r}")
+    return weights
+
+
 def channel_rows(t: torch.Tensor) -> torch.Tensor:
     """A per-channel signal ``[S, C, 1, 1]`` as the kernels take it: contiguous ``[S, C]``."""
     return t.reshape(t.shape[0], -1).contiguous()
