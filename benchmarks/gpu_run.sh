@@ -25,6 +25,7 @@
 #   a kernel-by-kernel profile of one 4K fp16 forward per kernel backend (torch.profiler);
 #   1080p as 4K; memory profile at 4K, fp16 and fp32: about 1 min;
 #   the first image's cost (warmup command, fresh Triton cache, then a second process): up to a minute;
+#   video fps at 1080p and 4K fp16 (96 frames each, benchmarks/video_bench.py): under a minute;
 #   8K, 3 dtypes: about 1 to 2 min. The float32 reference at 8K is kept: 55,544 FLOP/pixel x 35.4 Mpixel
 #     = 2.0 TFLOP per forward, about 0.2 s even at 10 fp32 TFLOP/s; its memory scales from the spec's
 #     4.3 GB at 3840x2160 by the 4.3x pixel count to about 18 GB, far below 78 GiB (H100). It still runs
@@ -87,7 +88,7 @@ step() {
     "$PYTHON" -c 'import triton; print("triton", triton.__version__)' 2>&1
     # What the machine lacks: bench needs only torch and numpy; the tests that read the bundled images
     # need Pillow; plots need matplotlib.
-    for module in numpy PIL png tifffile tqdm matplotlib pytest pytest_benchmark ninja; do
+    for module in numpy PIL png tifffile tqdm matplotlib pytest pytest_benchmark ninja av; do
         "$PYTHON" -c "import $module" 2>/dev/null && echo "has $module" || echo "MISSING $module"
     done
     command -v nvcc compute-sanitizer 2>&1
@@ -169,6 +170,11 @@ step memory-4k 40 120 "${BENCH[@]}" --memory-profile --size 4k --dtype fp16,fp32
 for run in first second; do
     step "warmup-$run-process" 20 150 env TRITON_CACHE_DIR="$REFDIR/triton-cache" MICROAST_FAST_CACHE="$REFDIR" \
         "$PYTHON" -m microast_fast.cli warmup --device cuda --dtype float16 --size 1080p --size 4k
+done
+# Video throughput through the whole pipeline (decode, model, encode), fp16, "auto".
+for size in 1080p 4k; do
+    step "video-$size" 30 90 "$PYTHON" benchmarks/video_bench.py --device cuda --size "$size" --frames 96 \
+        --record --results "$OUTDIR/video.csv"
 done
 step bench-8k 60 200 "${BENCH[@]}" --size 8k --dtype fp16,bf16,fp32 --backends "$FAST" \
     --warmup 1 --repeat 3 --json "$OUTDIR/bench_8k.json"

@@ -1,13 +1,13 @@
 """Video throughput: frames per second of ``microast-fast video``'s pipeline, and the model's share of it.
 
     python benchmarks/video_bench.py [--size 1080p] [--frames 48] [--device cpu] [--dtype float32]
-                                     [--backend auto] [--batch 4] [--record]
+                                     [--backend auto] [--batch 4] [--record [--results FILE]]
 
 Makes a clip (a bundled photo panning, H.264 at crf 18, ``--frames`` frames at 24 fps, no audio) in a
 temporary folder, then stylises it with ``video.stylize_video`` and a 512x512 style, as the command
 does: decode and encode on worker threads, the model on the calling thread. fps counts the whole run
 (opening the files to the renamed output); "model" is the calling thread's time, decode and encode the
-workers' busy time, which overlaps it. ``--record`` appends a row to benchmarks/results/video.csv.
+workers' busy time, which overlaps it. ``--record`` appends a row to benchmarks/results/video.csv (or ``--results``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, help="default: float16 on CUDA, float32 elsewhere")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--record", action="store_true", help=f"append a row to {RESULTS}")
+    parser.add_argument("--record", action="store_true", help="append a row to --results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="CSV for --record (default: %(default)s)")
     args = parser.parse_args(argv)
     label, height, width = parse_size(args.size)
     dtype_name = args.dtype or ("float16" if torch.device(args.device).type == "cuda" else "float32")
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                "batch": args.batch, "frames": s["frames"], "fps": round(s["fps"], 3), "model_share": round(share, 3),
                "seconds": round(s["seconds"], 3), "torch": meta["torch"], "triton": meta["triton"],
                "git_rev": git_revision(), "date": datetime.date.today().isoformat()}
-        new = not RESULTS.exists()
-        with open(RESULTS, "a", newline="") as f:
+        new = not args.results.exists()
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a", newline="") as f:
             writer = csv.DictWriter(f, FIELDS)
             if new:
                 writer.writeheader()
