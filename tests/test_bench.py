@@ -20,6 +20,7 @@ def test_cuda_device_without_an_index_means_the_current_one(monkeypatch):
     assert calls == [1]
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 def test_bench_needs_no_image_libraries(tmp_path):
     # The GPU machines have torch and numpy but perhaps not Pillow, pypng, tifffile, tqdm or matplotlib:
     # `microast-fast bench` (and its worker processes) must not import them.
@@ -45,6 +46,7 @@ def test_bench_needs_no_image_libraries(tmp_path):
     assert "skipped" not in result.stdout, result.stdout
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 def test_kernel_profile_writes_a_table_per_backend(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "kernel_profile.py"), "--device", "cpu",

@@ -128,6 +128,7 @@ def test_exif_orientation_applied(tmp_path):
     assert load_image(tmp_path / "rotated.jpg").shape == (1, 3, 8, 4)
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 @pytest.mark.parametrize("suffix", [".png", ".tif", ".bmp"])
 def test_streamed_output_is_the_module_output(photos, tmp_path, suffix):
     """With tiles, PNG and TIFF are written band by band from an 8-bit input; every format holds exactly

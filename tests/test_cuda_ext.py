@@ -40,6 +40,7 @@ def test_backend_cuda_says_what_is_missing():
     assert "no working CUDA" in unavailable_reason()
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 @pytest.mark.skipif(torch.version.cuda is not None, reason="checks the CPU-only build")
 def test_forced_cuda_build_fails_loudly_without_cuda_torch():
     env = dict(os.environ, MICROAST_FAST_CUDA="1")

@@ -78,6 +78,7 @@ def test_bad_tile_size(bad):
         MicroAST(tile_size=bad)
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 def test_peak_memory_within_budget():
     """Peak resident memory of a fresh process grows by no more than the budget while streaming
     (measured at 1024x2048: 179 MiB for 300MB, 349 MiB for 500MB)."""

@@ -104,6 +104,7 @@ def cli(*args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 def test_cli_mix_writes_one_output_mixing_the_styles(tmp_path):
     content = tmp_path / "cat.png"
     Image.open(asset_path("chelsea.png")).crop((100, 50, 157, 101)).save(content)

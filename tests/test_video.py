@@ -310,6 +310,7 @@ def test_frames_without_timestamps_are_timed_by_the_frame_rate(tmp_path, model, 
     assert [float(f.time) for f in decoded_frames(tmp_path / "out.mp4")] == pytest.approx([i / rate for i in range(24)])
 
 
+@pytest.mark.slow  # a subprocess of several seconds: left out of the fast tier
 def test_mixed_styles_and_one_output_a_style(tmp_path, style, clip):
     """--mix 0,1 is the second style's video, frame for frame; without --mix each style has its own output."""
     other = asset_path("gravel.png")
