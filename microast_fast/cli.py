@@ -6,14 +6,12 @@ import argparse
 import resource
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import streaming
 from .dispatch import BACKEND_CHOICES
+from .jobs import Outcome, Stylizer, UsageError, expand_inputs, parse_mix, plan_jobs, plan_jobs_memory, stylize_file
 # Image I/O (.images: Pillow, pypng, tifffile) is imported by the functions that read or write images
 # only, so that `bench` runs where just torch and numpy are installed, such as a bare GPU machine.
 
@@ -23,70 +21,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 DEMO_PAIRS = (("chelsea.png", "hubble_deep_field.jpg"), ("coffee.png", "gravel.png"))
 
 
-class UsageError(Exception):
-    """A command line that cannot run as given; reported before any image is processed."""
-
-
-@dataclass
-class Job:
-    content: Path
-    styles: tuple[Path, ...]  # one style, or the styles that --mix mixes into one
-    output: Path
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def expand_inputs(paths: list[str], what: str) -> list[Path]:
-    """Files as given; directories as their image files, sorted."""
-    from .images import IMAGE_SUFFIXES
-
-    found = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            found.append(p)
-        else:
-            raise UsageError(f"{what} {str(p)!r} does not exist")
-    if not found:
-        raise UsageError(f"no {what} images found in {paths}")
-    return found
-
-
-def plan_jobs(contents: list[Path], styles: list[Path], out: Path, ext: str, overwrite: bool,
-              mix: list[float] | None = None) -> list[Job]:
-    """One output per content and style, or per content with ``mix`` (all the styles mixed into one)."""
-    from .images import IMAGE_SUFFIXES
-
-    if mix is not None and len(mix) != len(styles):
-        raise UsageError(f"--mix gives {len(mix)} weights for {len(styles)} styles ({', '.join(map(str, styles))}); "
-                         "give one weight per style, in order")
-    style_sets = [tuple(styles)] if mix is not None else [(s,) for s in styles]
-    pairs = [(c, s) for c in contents for s in style_sets]
-    if out.suffix.lower() in IMAGE_SUFFIXES:
-        if len(pairs) > 1:
-            raise UsageError(f"-o {out} names one file but there are {len(pairs)} outputs; give a directory")
-        jobs = [Job(*pairs[0], out)]
-    else:
-        names = [out / f"{c.stem}_stylized_{'+'.join(p.stem for p in s)}.{ext.lstrip('.')}" for c, s in pairs]
-        if len(set(names)) < len(names):
-            raise UsageError("two inputs share a file name stem, so their outputs would collide; rename one")
-        jobs = [Job(c, s, name) for (c, s), name in zip(pairs, names)]
-    inputs = {p.resolve() for p in contents + styles}
-    for job in jobs:
-        if job.output.resolve() in inputs:
-            raise UsageError(f"output {job.output} is one of the inputs; it is never overwritten. Choose another -o")
-        if job.output.exists() and not overwrite:
-            raise UsageError(f"output {job.output} exists; pass --overwrite to replace it")
-    return jobs
-
-
-def parse_mix(text: str | None) -> list[float] | None:
-    from .signals import parse_weights
-
-    return None if text is None else parse_weights(text)
 
 
 def peak_memory(device: torch.device) -> str:
@@ -116,69 +52,11 @@ def announce(model, args) -> None:
     print(f"backend {choice.backend} ({choice.why}) on {model.device}, {args.dtype}", file=sys.stderr)
 
 
-def stylize_file(model, content: torch.Tensor, signals, alpha: float) -> torch.Tensor:
-    """One content image through the model; the output is cropped to the content's size (the model pads
-    sizes up to a multiple of 4, and those extra rows and columns are not part of the picture)."""
-    h, w = content.shape[-2:]
-    with torch.inference_mode():
-        return model(content, signals, alpha)[0, :, :h, :w]
-
-
-def io_bytes(h: int, w: int, output: Path) -> int:
-    """Memory for a streamed job's input and output besides the model's plan: the decoded image (Pillow's
-    4 bytes a pixel, then our 3) and, for formats not written band by band, the whole 8-bit output."""
-    from .images import STREAMED_SUFFIXES
-
-    return 7 * h * w * (1 if output.suffix.lower() in STREAMED_SUFFIXES else 2)
-
-
-def plan_jobs_memory(model, jobs: list[Job], short_side: int | None) -> dict[Path, tuple]:
-    """Size and streaming plan of each content image, from the file headers, before any work: a job the
-    budget cannot hold stops the command here. Unreadable files are left for the job loop to report."""
-    from .images import image_size
-
-    plans = {}
-    for job in jobs:
-        if job.content in plans:  # one plan a content: every output of a run has the same format
-            continue
-        try:
-            h, w = image_size(job.content, short_side)
-        except (OSError, ValueError):
-            continue
-        try:
-            plan = model.streaming_plan(1, h, w, io_bytes(h, w, job.output))
-        except ValueError as err:
-            raise UsageError(f"{job.content} ({w}x{h}) cannot be stylised within the budget: {err}") from None
-        plans[job.content] = ((h, w), plan)
-    return plans
-
-
-def stream_file(model, pixels: np.ndarray, signals, alpha: float, plan, output: Path, progress_desc: str) -> None:
-    """One content image through the tiled executor, written band by band to ``output``: the input stays
-    8-bit, and PNG/TIFF outputs never exist whole in memory. A progress bar shows on long runs."""
-    from tqdm import tqdm
-
-    from .images import pixels_to_tensor, save_bands_atomic, to_uint8
-
-    h, w = pixels.shape[:2]
-
-    def read(y0, y1, x0, x1):
-        return pixels_to_tensor(pixels[y0:y1, x0:x1]).to(model.device, model.dtype)
-
-    with tqdm(total=streaming.tile_count(h, w, plan.tile), desc=progress_desc, unit="tile", leave=False,
-              delay=2.0, file=sys.stderr) as bar, torch.inference_mode():
-        bands = model.stream(read, h, w, signals, alpha, plan=plan, progress=bar.update)
-        rows = (to_uint8(band[0, :, :h - y0, :w]) for y0, band in bands if y0 < h)
-        save_bands_atomic(rows, h, w, output)
-
-
 def cmd_stylize(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from .images import (IMAGE_SUFFIXES, load_image, pixels_to_tensor, read_pixels, remove_leftovers,
-                         save_image_atomic, to_uint8)
-    from .signals import StyleSignals
+    from .images import IMAGE_SUFFIXES, remove_leftovers
 
     # Pillow warns above 89 megapixels and refuses above 179 ("decompression bomb"): the very images
     # streaming exists for. Here the user named the files, and --max-memory is checked against each
@@ -187,71 +65,36 @@ def cmd_stylize(args) -> int:
     contents = expand_inputs(args.content, "content")
     styles = expand_inputs(args.style, "style")
     out = Path(args.output)
-    jobs = plan_jobs(contents, styles, out, args.ext, args.overwrite, parse_mix(args.mix))
+    mix = parse_mix(args.mix)
+    jobs = plan_jobs(contents, styles, out, args.ext, args.overwrite, mix)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         out.mkdir(parents=True, exist_ok=True)
     remove_leftovers(job.output for job in jobs)
     model = load_model(args)
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
     plans = plan_jobs_memory(model, jobs, args.size)
     announce(model, args)
+    stylizer = Stylizer(model, args.alpha, args.size, args.style_size, mix)
 
     failures = 0
-    encoded: dict[Path, StyleSignals] = {}
-    recolour = args.preserve_color == "coral"
-
-    def signals_of(job: Job, pixels: np.ndarray) -> StyleSignals:
-        """Each style encoded once a run (with --preserve-color coral, once per content: it is recoloured
-        to the content's colours first); a mix is one more set of signals."""
-        if recolour:
-            encoded.clear()
-            step = max(1, int((pixels.shape[0] * pixels.shape[1] / 4e6) ** 0.5))  # colour statistics of <= 4 Mpx
-            colours = pixels_to_tensor(pixels[::step, ::step])
-        for path in job.styles:
-            if path not in encoded:
-                style = load_image(path, args.style_size or None).to(device, dtype)
-                with torch.inference_mode():
-                    encoded[path] = model.encode_style(style, content=colours if recolour else None)
-        if len(job.styles) == 1:
-            return encoded[job.styles[0]]
-        return StyleSignals.mix([encoded[path] for path in job.styles], parse_mix(args.mix))
-
     bar = tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, file=sys.stderr)
     for content_path in contents:
         content_jobs = [j for j in jobs if j.content == content_path]
-        plan = plans.get(content_path, (None, None))[1]
-        try:
-            pixels = read_pixels(content_path, args.size)
-            content = pixels_to_tensor(pixels).to(device, dtype) if plan is None else None
-        except (OSError, ValueError) as err:
-            failures += len(content_jobs)
-            bar.update(len(content_jobs))
-            tqdm.write(f"skipped {content_path}: cannot read it as an image ({err})", file=sys.stderr)
-            continue
-        for job in content_jobs:
+        for outcome in stylizer.run(content_path, content_jobs, plans.get(content_path, (None, None))[1]):
             bar.update(1)
-            try:
-                signals = signals_of(job, pixels)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                if plan is None:
-                    image = to_uint8(stylize_file(model, content, signals, args.alpha))
-                    save_image_atomic(image, job.output)
-                else:
-                    stream_file(model, pixels, signals, args.alpha, plan, job.output, content_path.name)
-                seconds = time.perf_counter() - start
-            except (OSError, ValueError, TypeError) as err:
-                failures += 1
-                tqdm.write(f"skipped {job.content} with style {'+'.join(map(str, job.styles))}: {err}", file=sys.stderr)
-                continue
-            h, w = pixels.shape[:2]
-            tqdm.write(f"{job.output}  {w}x{h}  {seconds:.3f} s with writing  {peak_memory(device)}")
+            tqdm.write(outcome_line(outcome, model.device), file=sys.stdout if outcome.error is None else sys.stderr)
+            failures += outcome.error is not None
     bar.close()
     if failures:
         print(f"{failures} of {len(jobs)} outputs failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def outcome_line(outcome: Outcome, device: torch.device) -> str:
+    """What the command prints of one output."""
+    job = outcome.job
+    if outcome.error is not None:
+        return f"skipped {job.content} with style {'+'.join(map(str, job.styles))}: {outcome.error}"
+    return f"{job.output}  {outcome.width}x{outcome.height}  {outcome.seconds:.3f} s with writing  {peak_memory(device)}"
 
 
 def cmd_demo(args) -> int:
