@@ -85,8 +85,10 @@ if __name__ == "__main__":  # pip runs it so; tests import its helpers
         install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "pypng", "tifffile", "av"],
         extras_require={
             # triton runs the kernel tests on CPU through its interpreter; CUDA builds of torch bring it anyway.
-            "test": ["pytest", "pytest-benchmark", "triton", "matplotlib"],
+            "test": ["pytest", "pytest-benchmark", "triton", "matplotlib", "ray[data]"],
             "bench": ["pytest-benchmark", "matplotlib"],
+            # microast_fast.distributed: stylize --ray, video --ray.
+            "ray": ["ray[data]"],
         },
         entry_points={"console_scripts": ["microast-fast = microast_fast.cli:main"]},
         **cuda_build(),

@@ -62,6 +62,10 @@ def cmd_stylize(args) -> int:
     # streaming exists for. Here the user named the files, and --max-memory is checked against each
     # image's size from its header before it is decoded.
     Image.MAX_IMAGE_PIXELS = None
+    if args.ray is not None:
+        from . import distributed
+
+        return run_on_ray(args, distributed.stylize_images, ext=args.ext)
     contents = expand_inputs(args.content, "content")
     styles = expand_inputs(args.style, "style")
     out = Path(args.output)
@@ -87,6 +91,13 @@ def cmd_stylize(args) -> int:
     if failures:
         print(f"{failures} of {len(jobs)} outputs failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def run_videos_on_ray(args) -> int:
+    from . import distributed
+
+    return run_on_ray(args, distributed.stylize_videos,
+                      video_options={"batch": args.batch, "crf": args.crf, "codec": args.codec})
 
 
 def outcome_line(outcome: Outcome, device: torch.device) -> str:
@@ -161,6 +172,54 @@ def cmd_warmup(args) -> int:
     return 0
 
 
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray workers: on a Ray started here, or on the cluster at ADDRESS (auto, "
+                        "ray://host:10001); outputs that exist are skipped, so a rerun resumes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray workers (default: one per GPU, or one per --worker-threads CPU cores)")
+    p.add_argument("--worker-threads", type=int, default=1, help="CPU threads a Ray worker (default: 1)")
+
+
+def ray_options(args):
+    """``distributed.ModelOptions`` from the command line."""
+    from .distributed import ModelOptions
+
+    if args.workers is not None and args.workers < 1 or args.worker_threads < 1:
+        raise UsageError("--workers and --worker-threads must be at least 1")
+    return ModelOptions(backend=args.backend, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
+                        tile_size=args.tile_size, preserve_color=args.preserve_color, alpha=args.alpha,
+                        size=args.size or None, style_size=args.style_size, threads=args.worker_threads)
+
+
+def run_on_ray(args, stylize, **kwargs) -> int:
+    """``distributed.stylize_images`` or ``stylize_videos`` with the command line's options; prints as the
+    single-process command does, each output as its worker finishes it."""
+    options = ray_options(args)
+
+    from tqdm import tqdm
+
+    def report(outcome: dict) -> None:
+        if outcome["error"]:
+            tqdm.write(f"skipped {outcome['content']} with style {outcome['styles']}: {outcome['error']}",
+                       file=sys.stderr)
+        else:
+            tqdm.write(f"{outcome['output']}  {outcome['width']}x{outcome['height']}  {outcome['seconds']:.3f} s "
+                       f"with writing  (worker {outcome['worker_pid']})", file=sys.stdout)
+
+    summary = stylize(args.content if hasattr(args, "content") else args.input, args.style, args.output,
+                      mix=parse_mix(args.mix), overwrite=args.overwrite, options=options, workers=args.workers,
+                      address=args.ray or None, on_outcome=report, **kwargs)
+    if summary.existing:
+        print(f"{summary.existing} outputs existed already and were skipped (--overwrite replaces them)",
+              file=sys.stderr)
+    print(f"{summary.written} written in {summary.seconds:.1f} s ({summary.per_second:.2f} images/s); "
+          f"manifest: {summary.manifest}", file=sys.stderr)
+    if summary.failed:
+        print(f"{len(summary.failed)} outputs failed (listed in {summary.manifest})", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help="default: the fastest available")
     p.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1, ... (default: %(default)s)")
@@ -187,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize content so its shorter side is SIZE (default: keep)")
     p.add_argument("--style-size", type=int, default=512, help="shorter side of style images (default 512; 0 keeps)")
     p.add_argument("--ext", default="png", help="output format when -o is a directory (default: png)")
+    add_ray_options(p)
     p.add_argument("--mix", default=None,
                    help="one output mixing the styles with these weights, e.g. 0.3,0.7 (default: one output a style)")
     add_model_options(p)
@@ -205,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import bench, video
     bench.add_parser(sub)
-    video.add_parser(sub, add_model_options, load_model, announce)
+    video.add_parser(sub, add_model_options, load_model, announce, add_ray_options, run_videos_on_ray)
     return parser
 
 

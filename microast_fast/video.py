@@ -438,9 +438,10 @@ def encode(sink, stream, audio: dict, inbox: Channel) -> None:
 # --- the ``video`` subcommand ----------------------------------------------------------------------------
 
 
-def add_parser(subparsers, add_model_options, load_model, announce) -> None:
-    """Register ``microast-fast video``. cli passes its own ``add_model_options``, ``load_model`` and
-    ``announce`` in, so that this module never imports cli (cli imports it: that would be a circle)."""
+def add_parser(subparsers, add_model_options, load_model, announce, add_ray_options=None, run_on_ray=None) -> None:
+    """Register ``microast-fast video``. cli passes its own ``add_model_options``, ``load_model``,
+    ``announce`` and, for ``--ray``, ``add_ray_options`` and ``run_on_ray`` in, so that this module never
+    imports cli or distributed (both import it: that would be a circle)."""
     p = subparsers.add_parser("video", help="stylise video files (audio copied, timing and rotation kept)")
     p.add_argument("input", nargs="+", help="video files")
     p.add_argument("--style", action="append", required=True,
@@ -455,7 +456,9 @@ def add_parser(subparsers, add_model_options, load_model, announce) -> None:
     p.add_argument("--size", type=int, default=None, help="resize frames so the shorter side is SIZE (default: keep)")
     p.add_argument("--style-size", type=int, default=512, help="shorter side of the style image (default 512; 0 keeps)")
     add_model_options(p)
-    p.set_defaults(run=functools.partial(cmd_video, load_model=load_model, announce=announce))
+    if add_ray_options is not None:
+        add_ray_options(p)
+    p.set_defaults(run=functools.partial(cmd_video, load_model=load_model, announce=announce, run_on_ray=run_on_ray))
 
 
 def plan_outputs(inputs: list[str], output: str, styles: list[str], overwrite: bool,
@@ -490,7 +493,7 @@ def plan_outputs(inputs: list[str], output: str, styles: list[str], overwrite: b
     return [(source, style_set, target) for (source, style_set), target in zip(pairs, targets)]
 
 
-def cmd_video(args, load_model, announce) -> int:
+def cmd_video(args, load_model, announce, run_on_ray=None) -> int:
     """Each input video stylised with one style. A failing input is reported and the others still run
     (exit code 1); Ctrl-C stops the run, leaving no partial output (exit code 130)."""
     import av
@@ -501,6 +504,8 @@ def cmd_video(args, load_model, announce) -> int:
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
     check_codec(args.codec)
+    if getattr(args, "ray", None) is not None:
+        return run_on_ray(args)
     weights = parse_weights(args.mix) if args.mix is not None else None
     if weights is not None and len(weights) != len(args.style):
         raise ValueError(f"--mix gives {len(weights)} weights for {len(args.style)} styles; give one weight per style")

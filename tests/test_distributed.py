@@ -1,0 +1,127 @@
+"""Scale-out on Ray (microast_fast/distributed.py), on a local Ray of this machine's 2 cores: the same
+outputs as one process, a failed image in the manifest, a killed worker's work retried, a rerun after an
+interrupted driver that redoes nothing. One Ray session serves the in-process tests; the interrupt test
+runs the command line in subprocesses, as a user would."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from microast_fast import cli, distributed  # noqa: E402
+from microast_fast.images import asset_path, partial_files  # noqa: E402
+
+pytestmark = pytest.mark.slow  # Ray's start-up and its workers' models: about a minute in all
+STYLES = [asset_path("gravel.png"), asset_path("hubble_deep_field.jpg")]
+OPTIONS = ["--backend", "torch", "--dtype", "float32", "--device", "cpu", "--style-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def make_folder(folder, count=12):
+    """``count`` readable images (small photos of odd sizes, one of them grayscale) and a corrupt file."""
+    folder.mkdir()
+    photo = Image.open(asset_path("chelsea.png"))
+    for i in range(count - 1):
+        photo.crop((7 * i, 3 * i, 7 * i + 33 + i, 3 * i + 21 + 2 * i)).save(folder / f"p{i:02d}.png")
+    photo.convert("L").crop((0, 0, 37, 29)).save(folder / "gray.png")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG but no image")
+    return folder
+
+
+def options():
+    return distributed.ModelOptions(backend="torch", device="cpu", dtype="float32", style_size=32)
+
+
+def test_outputs_match_one_process_and_failures_go_to_the_manifest(local_ray, tmp_path):
+    folder = make_folder(tmp_path / "in")
+    # One thread, as each worker: oneDNN's fp32 sums depend on the thread count (measured: 4.8e-7 apart
+    # between 1 and 2 threads, one 8-bit level in a few pixels).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["stylize", str(folder), "--style", str(STYLES[0]), "--style", str(STYLES[1]),
+                         "-o", str(tmp_path / "single"), *OPTIONS]) == 1  # the corrupt file
+    finally:
+        torch.set_num_threads(threads)
+    summary = distributed.stylize_images(folder, STYLES, tmp_path / "ray", options=options(), workers=2,
+                                         progress=False)
+    single = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert len(single) == 24 and summary.written == 24
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(single + [distributed.MANIFEST])
+    for name in single:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    manifest = json.loads((tmp_path / "ray" / distributed.MANIFEST).read_text())
+    assert manifest["written"] == 24 and len(manifest["failed"]) == 2
+    assert {f["content"] for f in manifest["failed"]} == {str(folder / "corrupt.png")}
+    assert all("cannot read it as an image" in f["error"] for f in manifest["failed"])
+
+
+def test_a_killed_worker_has_its_work_redone(local_ray, tmp_path):
+    folder = make_folder(tmp_path / "in", count=8)
+    killed = []
+
+    def kill_the_first_worker(outcome):
+        if not killed:
+            killed.append(outcome["worker_pid"])
+            os.kill(outcome["worker_pid"], signal.SIGKILL)
+
+    summary = distributed.stylize_images(folder, STYLES[:1], tmp_path / "out", options=options(), workers=2,
+                                         on_outcome=kill_the_first_worker, progress=False)
+    assert killed and summary.written == 8 and len(summary.failed) == 1  # 7 crops and the gray one; the corrupt file
+    for image in folder.iterdir():
+        output = tmp_path / "out" / f"{image.stem}_stylized_gravel.png"
+        assert output.exists() == (image.name != "corrupt.png")
+        assert not partial_files(output)
+        if output.exists():
+            Image.open(output).load()  # complete
+
+
+def start_cli(folder, out):
+    return subprocess.Popen([sys.executable, "-m", "microast_fast.cli", "stylize", str(folder), "--style",
+                             str(STYLES[0]), "-o", str(out), "--ray", "--workers", "2", *OPTIONS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_interrupted_run_resumes_without_redoing(tmp_path):
+    folder = make_folder(tmp_path / "in", count=12)
+    out = tmp_path / "out"
+    first = start_cli(folder, out)
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("*.png"))) < 3 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    done = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 3 <= len(done) < 12, "interrupted too late to show a resume"
+    second = start_cli(folder, out)
+    _, stderr = second.communicate(timeout=300)
+    assert second.returncode == 1, stderr  # the corrupt file
+    assert f"{len(done)} outputs existed already and were skipped" in stderr
+    outputs = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert len(outputs) == 12 and not list(out.glob(".*.partial"))
+    assert all(outputs[name] == mtime for name, mtime in done.items())  # not recomputed
+    manifest = json.loads((out / distributed.MANIFEST).read_text())
+    assert [f["content"] for f in manifest["failed"]] == [str(folder / "corrupt.png")]
+
+
+def test_paths_take_folders_files_and_globs(tmp_path):
+    folder = make_folder(tmp_path / "in", count=3)
+    assert distributed._paths(folder) == [str(folder)]
+    assert distributed._paths(str(folder / "p*.png")) == [str(folder / "p00.png"), str(folder / "p01.png")]
+    assert distributed._paths([folder / "gray.png", str(folder / "none*.png")]) == [
+        str(folder / "gray.png"), str(folder / "none*.png")]  # a glob with no match: reported as missing
+
