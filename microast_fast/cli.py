@@ -177,19 +177,22 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
                    help="run on Ray workers: on a Ray started here, or on the cluster at ADDRESS (auto, "
                         "ray://host:10001); outputs that exist are skipped, so a rerun resumes")
     p.add_argument("--workers", type=int, default=None,
-                   help="Ray workers (default: one per GPU, or one per --worker-threads CPU cores)")
+                   help="Ray workers (default: --workers-per-gpu a GPU, or one per --worker-threads CPU cores)")
     p.add_argument("--worker-threads", type=int, default=1, help="CPU threads a Ray worker (default: 1)")
+    p.add_argument("--workers-per-gpu", type=int, default=1,
+                   help="Ray workers sharing a GPU, to overlap image decoding and encoding (default: 1)")
 
 
 def ray_options(args):
     """``distributed.ModelOptions`` from the command line."""
     from .distributed import ModelOptions
 
-    if args.workers is not None and args.workers < 1 or args.worker_threads < 1:
-        raise UsageError("--workers and --worker-threads must be at least 1")
+    if min(args.workers or 1, args.worker_threads, args.workers_per_gpu) < 1:
+        raise UsageError("--workers, --worker-threads and --workers-per-gpu must be at least 1")
     return ModelOptions(backend=args.backend, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                         tile_size=args.tile_size, preserve_color=args.preserve_color, alpha=args.alpha,
-                        size=args.size or None, style_size=args.style_size, threads=args.worker_threads)
+                        size=args.size or None, style_size=args.style_size, threads=args.worker_threads,
+                        workers_per_gpu=args.workers_per_gpu)
 
 
 def run_on_ray(args, stylize, **kwargs) -> int:

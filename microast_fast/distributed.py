@@ -41,6 +41,9 @@ class ModelOptions:
     style_size: int | None = 512
     mix: list[float] | None = None
     threads: int = 1  # CPU threads a worker (torch.set_num_threads)
+    # Workers sharing one GPU: a worker reads, stylises and writes in turn, and on a GPU the image codecs
+    # take far longer than the model (docs/distributed.md), so several workers keep one GPU busy.
+    workers_per_gpu: int = 1
 
 
 @dataclass
@@ -121,7 +124,7 @@ def connect(address: str | None, workers: int, threads: int) -> None:
 def _resources(options: ModelOptions, gpus: bool) -> dict:
     # No retry settings: Ray Data restarts a worker that dies (killed, node preempted) and retries its
     # tasks by default (tested); outputs are written atomically, so a retried task rewrites the same files.
-    return {"num_gpus": 1} if gpus else {"num_cpus": options.threads}
+    return {"num_gpus": 1 / options.workers_per_gpu} if gpus else {"num_cpus": options.threads}
 
 
 def _wants_gpus(options: ModelOptions) -> bool:
@@ -148,14 +151,15 @@ def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | N
     import ray
     from tqdm import tqdm
 
-    workers = workers or max(1, (os.cpu_count() or 1) // options.threads)
-    connect(address, workers, options.threads)
+    connect(address, workers or 1, options.threads)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images, not blocks
     context.print_on_execution_start = False
     gpus = _wants_gpus(options)
-    if gpus and not address:
-        workers = min(workers, int(ray.cluster_resources().get("GPU", 1)))
+    if workers is None:
+        resources = ray.cluster_resources()
+        workers = (int(resources.get("GPU", 1)) * options.workers_per_gpu if gpus
+                   else max(1, int(resources.get("CPU", 1)) // options.threads))
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         worker_class, fn_constructor_kwargs={"options": options}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers),
@@ -183,8 +187,8 @@ def stylize_images(contents, styles, output, *, mix: list[float] | None = None, 
     """Every content image (files, folders or a glob's matches) with every style, or with the styles
     mixed by ``mix``, into the folder ``output``, named as ``microast-fast stylize`` names them.
 
-    ``workers`` actors (default: one per ``options.threads`` CPU cores, or one per GPU), on the
-    cluster at ``address`` or on a Ray started here. Outputs that exist are skipped unless
+    ``workers`` actors (default: one per ``options.threads`` CPU cores of the cluster; on GPUs
+    ``options.workers_per_gpu`` a GPU), on the cluster at ``address`` or on a Ray started here. Outputs that exist are skipped unless
     ``overwrite``. ``on_outcome(dict)`` hears of each output as it is written or fails (keys ``output``,
     ``content``, ``styles``, ``error``, ``seconds``, ``width``, ``height``, ``worker_pid``)."""
     from .images import image_size, remove_leftovers
