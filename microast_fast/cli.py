@@ -216,7 +216,8 @@ def run_on_ray(args, stylize, **kwargs) -> int:
     if summary.existing:
         print(f"{summary.existing} outputs existed already and were skipped (--overwrite replaces them)",
               file=sys.stderr)
-    print(f"{summary.written} written in {summary.seconds:.1f} s ({summary.per_second:.2f} images/s); "
+    unit = "videos" if stylize.__name__ == "stylize_videos" else "images"
+    print(f"{summary.written} written in {summary.seconds:.1f} s ({summary.per_second:.2f} {unit}/s); "
           f"manifest: {summary.manifest}", file=sys.stderr)
     if summary.failed:
         print(f"{len(summary.failed)} outputs failed (listed in {summary.manifest})", file=sys.stderr)

@@ -146,7 +146,7 @@ def _write_manifest(output_dir: Path, summary: Summary) -> Path:
 
 
 def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | None, address: str | None,
-         output_dir: Path, total: int, on_outcome, progress: bool, summary: Summary) -> Summary:
+         output_dir: Path, total: int, on_outcome, progress: bool, summary: Summary, unit: str = "image") -> Summary:
     """``rows`` through ``worker_class`` actors on Ray Data, each outcome to ``on_outcome`` as it arrives."""
     import ray
     from tqdm import tqdm
@@ -165,7 +165,7 @@ def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | N
         compute=ray.data.ActorPoolStrategy(size=workers),
         **_resources(options, gpus))
     start = time.perf_counter()
-    with tqdm(total=total, unit="image", file=sys.stderr, disable=not progress) as bar:
+    with tqdm(total=total, unit=unit, file=sys.stderr, disable=not progress) as bar:
         for row in dataset.iter_rows():
             outcome = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
             if outcome["error"]:
@@ -173,7 +173,7 @@ def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | N
             else:
                 summary.written += 1
             bar.update(1)
-            bar.set_postfix_str(f"{summary.written / (time.perf_counter() - start):.2f} images/s")
+            bar.set_postfix_str(f"{summary.written / (time.perf_counter() - start):.2f} {unit}s/s")
             if on_outcome is not None:
                 on_outcome(outcome)
     summary.seconds = time.perf_counter() - start
@@ -313,7 +313,7 @@ def stylize_videos(inputs, styles, output, *, mix: list[float] | None = None, ov
         def __init__(self, options):
             super().__init__(options, video_options or {})
 
-    return _run(rows, Worker, options, workers, address, output, len(jobs), on_outcome, progress, summary)
+    return _run(rows, Worker, options, workers, address, output, len(jobs), on_outcome, progress, summary, "video")
 
 
 def summary_dict(summary: Summary) -> dict:

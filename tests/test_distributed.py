@@ -127,3 +127,19 @@ def test_paths_take_folders_files_and_globs(tmp_path):
     assert distributed._paths([folder / "gray.png", str(folder / "none*.png")]) == [
         str(folder / "gray.png"), str(folder / "none*.png")]  # a glob with no match: reported as missing
 
+
+
+def test_videos_one_a_task(local_ray, tmp_path):
+    pytest.importorskip("av")
+    from test_video import decoded_frames, write_clip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_clip(folder / "a.mp4", frames=12)
+    write_clip(folder / "b.mp4", frames=9, audio=False)
+    (folder / "bad.mp4").write_bytes(b"not a video")
+    summary = distributed.stylize_videos(sorted(folder.iterdir()), STYLES[0], tmp_path / "out", options=options(),
+                                         workers=2, progress=False)
+    assert summary.written == 2 and [f["content"] for f in summary.failed] == [str(folder / "bad.mp4")]
+    assert len(decoded_frames(tmp_path / "out" / "a_stylized_gravel.mp4")) == 12
+    assert len(decoded_frames(tmp_path / "out" / "b_stylized_gravel.mp4")) == 9
