@@ -187,12 +187,12 @@ def ray_options(args):
     """``distributed.ModelOptions`` from the command line."""
     from .distributed import ModelOptions
 
-    if min(args.workers or 1, args.worker_threads, args.workers_per_gpu) < 1:
-        raise UsageError("--workers, --worker-threads and --workers-per-gpu must be at least 1")
+    if min(args.workers or 1, args.worker_threads, args.workers_per_gpu, getattr(args, "ray_batch", 1)) < 1:
+        raise UsageError("--workers, --worker-threads, --workers-per-gpu and --ray-batch must be at least 1")
     return ModelOptions(backend=args.backend, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                         tile_size=args.tile_size, preserve_color=args.preserve_color, alpha=args.alpha,
                         size=args.size or None, style_size=args.style_size, threads=args.worker_threads,
-                        workers_per_gpu=args.workers_per_gpu)
+                        workers_per_gpu=args.workers_per_gpu, batch=getattr(args, "ray_batch", 1))
 
 
 def run_on_ray(args, stylize, **kwargs) -> int:
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-size", type=int, default=512, help="shorter side of style images (default 512; 0 keeps)")
     p.add_argument("--ext", default="png", help="output format when -o is a directory (default: png)")
     add_ray_options(p)
+    p.add_argument("--ray-batch", type=int, default=1,
+                   help="with --ray: content images a task; those of one size share a forward (faster for small "
+                        "images on GPUs; outputs may then differ from one-image forwards in the last bit)")
     p.add_argument("--mix", default=None,
                    help="one output mixing the styles with these weights, e.g. 0.3,0.7 (default: one output a style)")
     add_model_options(p)

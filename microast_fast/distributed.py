@@ -1,11 +1,11 @@
 """Stylise many images or videos across Ray workers: ``stylize_images``, ``stylize_videos``, and
 ``microast-fast stylize|video --ray [ADDRESS]``. Needs the extra: ``pip install "microast-fast[ray]"``.
 
-On Ray Data: one ``MicroAST`` per worker (an actor, ``num_gpus=1`` on GPUs, ``threads`` CPU threads
-on CPUs), each style encoded once per worker; a task is one content image with all its outputs (or
-one video), so a retried task redoes little. The images go out sorted by size, so that a worker's
-consecutive images share their shapes (compiled kernels, allocator blocks), and large images stream
-within ``max_memory`` inside the worker, as in one process.
+On Ray Data: one ``MicroAST`` per worker (an actor, ``1 / workers_per_gpu`` of a GPU, or ``threads``
+CPU threads), each style encoded once per worker. A task is ``batch`` content images (default one) with
+all their outputs, or one video, so a retried task redoes little; the images go out sorted by size, and
+with ``batch`` above one those of one size in a task share a forward. Large images stream within ``max_memory`` inside the worker,
+as in one process.
 
 Nothing lost, nothing redone: every output is written to a temporary file and renamed; an output that
 exists is skipped unless ``overwrite`` (so a rerun resumes after a crash or a preempted node); a worker
@@ -44,6 +44,10 @@ class ModelOptions:
     # Workers sharing one GPU: a worker reads, stylises and writes in turn, and on a GPU the image codecs
     # take far longer than the model (docs/distributed.md), so several workers keep one GPU busy.
     workers_per_gpu: int = 1
+    # Content images a task. Above 1, those of one size (and styles) share a forward
+    # (``jobs.Stylizer.run_batched``): fewer, larger calls (for small images on GPUs), but an output may
+    # then differ from the one-image forward's in the last bit (within the dtype's rule, not byte for byte).
+    batch: int = 1
 
 
 @dataclass
@@ -85,19 +89,19 @@ class ImageWorker:
                                  show_tiles=False)
 
     def __call__(self, batch: dict) -> dict:
-        from .jobs import Job, UsageError, plan_jobs_memory
+        from .jobs import Job, Outcome, UsageError, plan_jobs_memory
 
         out = {"output": [], "content": [], "styles": [], "error": [], "seconds": [], "width": [], "height": [],
                "worker_pid": []}
+        items, outcomes = [], []
         for text in batch["jobs"]:
             jobs = [Job(Path(j["content"]), tuple(map(Path, j["styles"])), Path(j["output"])) for j in json.loads(text)]
             try:
-                plan = plan_jobs_memory(self.model, jobs, self.size).get(jobs[0].content, (None, None))[1]
-                outcomes = list(self.stylizer.run(jobs[0].content, jobs, plan))
+                items.append((jobs[0].content, jobs,
+                              plan_jobs_memory(self.model, jobs, self.size).get(jobs[0].content, (None, None))[1]))
             except UsageError as err:  # the memory budget cannot hold this image
-                from .jobs import Outcome
-                outcomes = [Outcome(job, error=str(err)) for job in jobs]
-            for o in outcomes:
+                outcomes += [Outcome(job, error=str(err)) for job in jobs]
+        for o in outcomes + list(self.stylizer.run_batched(items)):
                 out["output"].append(str(o.job.output))
                 out["content"].append(str(o.job.content))
                 out["styles"].append("+".join(map(str, o.job.styles)))
@@ -146,7 +150,8 @@ def _write_manifest(output_dir: Path, summary: Summary) -> Path:
 
 
 def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | None, address: str | None,
-         output_dir: Path, total: int, on_outcome, progress: bool, summary: Summary, unit: str = "image") -> Summary:
+         output_dir: Path, total: int, on_outcome, progress: bool, summary: Summary, unit: str = "image",
+         batch_size: int = 1) -> Summary:
     """``rows`` through ``worker_class`` actors on Ray Data, each outcome to ``on_outcome`` as it arrives."""
     import ray
     from tqdm import tqdm
@@ -160,8 +165,8 @@ def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | N
         resources = ray.cluster_resources()
         workers = (int(resources.get("GPU", 1)) * options.workers_per_gpu if gpus
                    else max(1, int(resources.get("CPU", 1)) // options.threads))
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        worker_class, fn_constructor_kwargs={"options": options}, batch_size=1,
+    dataset = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch_size)).map_batches(
+        worker_class, fn_constructor_kwargs={"options": options}, batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=workers),
         **_resources(options, gpus))
     start = time.perf_counter()
@@ -222,7 +227,8 @@ def stylize_images(contents, styles, output, *, mix: list[float] | None = None, 
     if not rows:
         summary.manifest = str(_write_manifest(output, summary))
         return summary
-    return _run(rows, ImageWorker, options, workers, address, output, len(jobs), on_outcome, progress, summary)
+    return _run(rows, ImageWorker, options, workers, address, output, len(jobs), on_outcome, progress, summary,
+                batch_size=options.batch)
 
 
 def _paths(spec) -> list[str]:

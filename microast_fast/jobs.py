@@ -18,6 +18,8 @@ import torch
 from . import streaming
 from .signals import StyleSignals
 
+# Content pixels one batched forward takes at most (``Stylizer.run_batched``): a 4K image's worth.
+BATCH_PIXELS = 4096 * 2160
 
 class UsageError(Exception):
     """A command line that cannot run as given; reported before any image is processed."""
@@ -207,3 +209,53 @@ class Stylizer:
                 yield Outcome(job, w, h, seconds=time.perf_counter() - start)
             except (OSError, ValueError, TypeError) as err:
                 yield Outcome(job, w, h, error=str(err))
+
+    def run_batched(self, items: list[tuple[Path, list[Job], object]],
+                    max_pixels: int = BATCH_PIXELS) -> Iterator[Outcome]:
+        """Several content images, ``(path, jobs, plan)`` each: those of one size that run whole (no
+        plan), with the same styles, go through the model together, in batches of at most ``max_pixels``;
+        the others one by one (``run``). Outcomes as ``run`` gives them."""
+        from .images import pixels_to_tensor, read_pixels
+
+        groups: dict[tuple, list] = {}
+        for content_path, jobs, plan in items:
+            if plan is not None or self.model.preserve_color == "coral":  # coral: signals per content
+                yield from self.run(content_path, jobs, plan)
+                continue
+            try:
+                pixels = read_pixels(content_path, self.size)
+            except (OSError, ValueError) as err:
+                yield from (Outcome(job, error=f"cannot read it as an image ({err})") for job in jobs)
+                continue
+            groups.setdefault((pixels.shape, tuple(job.styles for job in jobs)), []).append((pixels, jobs))
+        for (shape, style_sets), members in groups.items():
+            per_batch = max(1, max_pixels // (shape[0] * shape[1]))
+            for first in range(0, len(members), per_batch):
+                batch = members[first:first + per_batch]
+                # One image: the very tensor run() passes (the convolutions' sums, and so the last bit, depend
+                # on the layout); several: channels-last, as pixels_to_tensor lays out each.
+                content = pixels_to_tensor(batch[0][0]) if len(batch) == 1 else torch.cat(
+                    [pixels_to_tensor(pixels) for pixels, _ in batch]).contiguous(memory_format=torch.channels_last)
+                for k in range(len(style_sets)):
+                    yield from self._stylize_batch(content.to(self.model.device, self.model.dtype), batch, k)
+
+    def _stylize_batch(self, content: torch.Tensor, batch: list, k: int) -> Iterator[Outcome]:
+        """The ``k``-th job of every image of ``batch`` (one size, one style set) in one forward."""
+        from .images import save_image_atomic, to_uint8
+
+        h, w = content.shape[-2:]
+        start = time.perf_counter()
+        try:
+            signals = self.signals(batch[0][1][k], batch[0][0])
+            with torch.inference_mode():
+                out = self.model(content, signals, self.alpha)[:, :, :h, :w]
+        except (OSError, ValueError, TypeError) as err:
+            yield from (Outcome(jobs[k], w, h, error=str(err)) for _, jobs in batch)
+            return
+        for image, (_, jobs) in zip(out, batch):
+            try:
+                save_image_atomic(to_uint8(image), jobs[k].output)
+                yield Outcome(jobs[k], w, h, seconds=(time.perf_counter() - start) / len(batch))
+            except (OSError, ValueError) as err:
+                yield Outcome(jobs[k], w, h, error=str(err))
+

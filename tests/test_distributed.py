@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -143,3 +144,39 @@ def test_videos_one_a_task(local_ray, tmp_path):
     assert summary.written == 2 and [f["content"] for f in summary.failed] == [str(folder / "bad.mp4")]
     assert len(decoded_frames(tmp_path / "out" / "a_stylized_gravel.mp4")) == 12
     assert len(decoded_frames(tmp_path / "out" / "b_stylized_gravel.mp4")) == 9
+
+
+def test_images_of_one_size_share_a_forward(tmp_path, monkeypatch):
+    """``batch`` above one (``jobs.Stylizer.run_batched``): same-size images go through the model together,
+    within one 8-bit level of their one-image outputs; other sizes and unreadable files one by one."""
+    from microast_fast import MicroAST
+    from microast_fast.jobs import Job, Stylizer
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo = Image.open(asset_path("chelsea.png"))
+    for i in range(3):
+        photo.crop((20 * i, 10 * i, 20 * i + 41, 10 * i + 27)).save(folder / f"same{i}.png")
+    photo.crop((0, 0, 30, 22)).save(folder / "other.png")
+    (folder / "corrupt.png").write_bytes(b"no image")
+    model = MicroAST.from_pretrained(backend="torch", tile_size=0)
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda content, *a: calls.append(content.shape[0]) or forward(content, *a))
+    contents = sorted(folder.iterdir())
+
+    def jobs(content, out):
+        return [Job(content, (STYLES[0],), tmp_path / out / content.name)]
+
+    (tmp_path / "batched").mkdir()
+    (tmp_path / "single").mkdir()
+    outcomes = list(Stylizer(model, style_size=32).run_batched([(c, jobs(c, "batched"), None) for c in contents]))
+    assert sorted(calls) == [1, 3]
+    assert [o.job.content.name for o in outcomes if o.error] == ["corrupt.png"]
+    stylizer = Stylizer(model, style_size=32)
+    for c in contents:
+        list(stylizer.run(c, jobs(c, "single")))
+    for c in contents[1:]:
+        batched = np.asarray(Image.open(tmp_path / "batched" / c.name)).astype(int)
+        single = np.asarray(Image.open(tmp_path / "single" / c.name)).astype(int)
+        assert np.abs(batched - single).max() <= 1, c.name
