@@ -113,9 +113,19 @@ class ImageWorker:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
+def require_ray():
+    """The ``ray`` module, or an error that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 (the extra installs ray[data]: pyarrow, pandas)
+    except ImportError as err:
+        raise RuntimeError(f'running on Ray needs the extra: pip install "microast-fast[ray]" ({err})') from None
+    return ray
+
+
 def connect(address: str | None, workers: int, threads: int) -> None:
     """Join the cluster at ``address`` ("auto", "ray://host:10001", ...), or start Ray on this machine."""
-    import ray
+    ray = require_ray()
 
     if ray.is_initialized():
         return
@@ -132,7 +142,7 @@ def _resources(options: ModelOptions, gpus: bool) -> dict:
 
 
 def _wants_gpus(options: ModelOptions) -> bool:
-    import ray
+    ray = require_ray()
 
     if options.device is not None:
         return options.device.startswith("cuda")
@@ -153,7 +163,7 @@ def _run(rows: list[dict], worker_class, options: ModelOptions, workers: int | N
          output_dir: Path, total: int, on_outcome, progress: bool, summary: Summary, unit: str = "image",
          batch_size: int = 1) -> Summary:
     """``rows`` through ``worker_class`` actors on Ray Data, each outcome to ``on_outcome`` as it arrives."""
-    import ray
+    ray = require_ray()
     from tqdm import tqdm
 
     connect(address, workers or 1, options.threads)
@@ -190,20 +200,24 @@ def stylize_images(contents, styles, output, *, mix: list[float] | None = None, 
                    overwrite: bool = False, options: ModelOptions | None = None, workers: int | None = None,
                    address: str | None = None, on_outcome=None, progress: bool = True) -> Summary:
     """Every content image (files, folders or a glob's matches) with every style, or with the styles
-    mixed by ``mix``, into the folder ``output``, named as ``microast-fast stylize`` names them.
+    mixed by ``mix``, into the folder ``output`` (or the one file it names), named as ``microast-fast
+    stylize`` names them; ``manifest.json`` goes into that folder.
 
     ``workers`` actors (default: one per ``options.threads`` CPU cores of the cluster; on GPUs
     ``options.workers_per_gpu`` a GPU), on the cluster at ``address`` or on a Ray started here. Outputs that exist are skipped unless
     ``overwrite``. ``on_outcome(dict)`` hears of each output as it is written or fails (keys ``output``,
     ``content``, ``styles``, ``error``, ``seconds``, ``width``, ``height``, ``worker_pid``)."""
-    from .images import image_size, remove_leftovers
+    from .images import IMAGE_SUFFIXES, image_size, remove_leftovers
     from .jobs import expand_inputs, plan_jobs
 
+    require_ray()
     options = options or ModelOptions()
     options.mix = mix
     output = Path(output)
     jobs = plan_jobs(expand_inputs(_paths(contents), "content"), expand_inputs(_paths(styles), "style"), output,
                      ext, overwrite=True, mix=mix)
+    if output.suffix.lower() in IMAGE_SUFFIXES:  # one output file: the manifest goes beside it
+        output = output.parent
     output.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     if not overwrite:
@@ -297,13 +311,16 @@ def stylize_videos(inputs, styles, output, *, mix: list[float] | None = None, ov
     ``<input>_stylized_<style>.mp4`` (``video_options``: ``batch``, ``crf``, ``codec``). Resumes, retries
     and records failures as ``stylize_images`` does."""
     from .images import remove_leftovers
-    from .video import plan_outputs
+    from .video import VIDEO_FORMATS, plan_outputs
 
+    require_ray()
     options = options or ModelOptions()
     options.mix = mix
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     jobs = plan_outputs(_paths(inputs), str(output), _paths(styles), overwrite=True, mixed=mix is not None)
+    if output.suffix.lower() in VIDEO_FORMATS:  # one output file: the manifest goes beside it
+        output = output.parent
+    output.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     if not overwrite:
         summary.existing = sum(target.exists() for _, _, target in jobs)

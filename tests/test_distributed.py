@@ -180,3 +180,18 @@ def test_images_of_one_size_share_a_forward(tmp_path, monkeypatch):
         batched = np.asarray(Image.open(tmp_path / "batched" / c.name)).astype(int)
         single = np.asarray(Image.open(tmp_path / "single" / c.name)).astype(int)
         assert np.abs(batched - single).max() <= 1, c.name
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    assert cli.main(["stylize", str(asset_path("chelsea.png")), "--style", str(STYLES[0]),
+                     "-o", str(tmp_path / "out.png"), "--ray"]) == 2
+    assert 'pip install "microast-fast[ray]"' in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_one_output_file(local_ray, tmp_path):
+    summary = distributed.stylize_images(asset_path("chelsea.png"), STYLES[0], tmp_path / "cat.png",
+                                         options=options(), workers=1, progress=False)
+    assert summary.written == 1 and (tmp_path / "cat.png").is_file()
+    assert summary.manifest == str(tmp_path / distributed.MANIFEST)
