@@ -44,6 +44,9 @@ def cache_path() -> Path:
     return Path(root) / CACHE_FILE
 
 
+# Cached: "auto" looks its verdict up on every forward, and neither a device's name nor an installed
+# version changes within a process.
+@functools.cache
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
@@ -51,6 +54,7 @@ def device_label(device: torch.device) -> str:
     return device.type
 
 
+@functools.cache
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
