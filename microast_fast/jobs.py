@@ -151,34 +151,57 @@ class Outcome:
     error: str | None = None
 
 
+class StyleEncoder:
+    """Style images -> signals for one model, for the image, video and Ray paths alike: each style image
+    read once and encoded once (with ``preserve_color="coral"`` encoded anew for each content's
+    ``colours``, which it is recoloured to); several styles make one mix (``StyleSignals.mix``)."""
+
+    def __init__(self, model, style_size: int | None = 512, mix: list[float] | None = None):
+        self.model, self.style_size, self.mix = model, style_size, mix
+        self.images: dict[Path, torch.Tensor] = {}
+        self.encoded: dict[Path, StyleSignals] = {}
+
+    def image(self, path: Path) -> torch.Tensor:
+        from .images import load_image
+
+        if path not in self.images:
+            self.images[path] = load_image(path, self.style_size or None).to(self.model.device, self.model.dtype)
+        return self.images[path]
+
+    def signals(self, styles: tuple[Path, ...], colours: torch.Tensor | None = None) -> StyleSignals:
+        recolour = self.model.preserve_color == "coral"
+        parts = []
+        for path in styles:
+            if recolour or path not in self.encoded:
+                with torch.inference_mode():
+                    signals = self.model.encode_style(self.image(path), content=colours)
+                if recolour:
+                    parts.append(signals)
+                    continue
+                self.encoded[path] = signals
+            parts.append(self.encoded[path])
+        return parts[0] if len(parts) == 1 else StyleSignals.mix(parts, self.mix)
+
+
 class Stylizer:
-    """Stylises content images into their jobs' outputs with one model: each style is encoded once (with
-    ``preserve_color="coral"`` once per content, recoloured to its colours first), a mix is one more set
-    of signals, large images stream within the model's memory budget."""
+    """Stylises content images into their jobs' outputs with one model: styles through a
+    ``StyleEncoder`` (with ``preserve_color="coral"`` recoloured to each content), large images
+    streamed within the model's memory budget."""
 
     def __init__(self, model, alpha: float = 1.0, size: int | None = None, style_size: int | None = 512,
                  mix: list[float] | None = None, show_tiles: bool = True):
-        self.model, self.alpha, self.size, self.style_size, self.mix = model, alpha, size, style_size, mix
+        self.model, self.alpha, self.size = model, alpha, size
         self.show_tiles = show_tiles
-        self.encoded: dict[Path, StyleSignals] = {}
+        self.styles = StyleEncoder(model, style_size, mix)
 
     def signals(self, job: Job, pixels: np.ndarray) -> StyleSignals:
-        from .images import load_image, pixels_to_tensor
+        from .images import pixels_to_tensor
 
-        model = self.model
         colours = None
-        if model.preserve_color == "coral":
-            self.encoded.clear()
+        if self.model.preserve_color == "coral":
             step = max(1, int((pixels.shape[0] * pixels.shape[1] / 4e6) ** 0.5))  # colour statistics of <= 4 Mpx
             colours = pixels_to_tensor(pixels[::step, ::step])
-        for path in job.styles:
-            if path not in self.encoded:
-                style = load_image(path, self.style_size or None).to(model.device, model.dtype)
-                with torch.inference_mode():
-                    self.encoded[path] = model.encode_style(style, content=colours)
-        if len(job.styles) == 1:
-            return self.encoded[job.styles[0]]
-        return StyleSignals.mix([self.encoded[path] for path in job.styles], self.mix)
+        return self.styles.signals(job.styles, colours)
 
     def run(self, content_path: Path, jobs: list[Job], plan=None) -> Iterator[Outcome]:
         """Every job of one content image (``plan``: its streaming plan, as ``plan_jobs_memory`` gives),

@@ -498,8 +498,9 @@ def cmd_video(args, load_model, announce, run_on_ray=None) -> int:
     (exit code 1); Ctrl-C stops the run, leaving no partial output (exit code 130)."""
     import av
 
-    from .images import load_image, pixels_to_tensor, remove_leftovers
-    from .signals import StyleSignals, parse_weights
+    from .images import pixels_to_tensor, remove_leftovers
+    from .jobs import StyleEncoder
+    from .signals import parse_weights
 
     if args.batch < 1:
         raise ValueError(f"--batch must be at least 1, got {args.batch}")
@@ -515,27 +516,20 @@ def cmd_video(args, load_model, announce, run_on_ray=None) -> int:
     remove_leftovers(target for _, _, target in jobs)
     model = load_model(args)
     announce(model, args)
-    styles = {}
+    styles = StyleEncoder(model, args.style_size, weights)
     for path in args.style:
         try:
-            styles[Path(path)] = load_image(path, args.style_size or None).to(model.device, model.dtype)
+            styles.image(Path(path))
         except OSError as err:
             raise ValueError(f"cannot read the style {path} as an image ({err})") from None
-    encoded = {}  # style -> signals, for the whole run (with coral: for the current video)
 
     failures = 0
     for source, style_set, target in jobs:
         try:
             colours = None
             if model.preserve_color == "coral":  # recoloured to each video's first frame: the colours hold still
-                encoded.clear()
-                colours = pixels_to_tensor(probe(source, args.size or None).first_frame).to(model.device, model.dtype)
-            with torch.inference_mode():
-                for path in style_set:
-                    if path not in encoded:
-                        encoded[path] = model.encode_style(styles[path], content=colours)
-            signals = (StyleSignals.mix([encoded[p] for p in style_set], weights) if weights is not None
-                       else encoded[style_set[0]])
+                colours = pixels_to_tensor(probe(source, args.size or None).first_frame)
+            signals = styles.signals(style_set, colours)
             summary = stylize_video(model, source, target, signals, alpha=args.alpha, batch=args.batch,
                                     size=args.size or None, crf=args.crf, codec=args.codec,
                                     overwrite=args.overwrite)
