@@ -65,7 +65,7 @@ def cmd_stylize(args) -> int:
     if args.ray is not None:
         from . import distributed
 
-        return run_on_ray(args, distributed.stylize_images, ext=args.ext)
+        return run_on_ray(args, distributed.stylize_images, args.content, "images", ext=args.ext)
     contents = expand_inputs(args.content, "content")
     styles = expand_inputs(args.style, "style")
     out = Path(args.output)
@@ -96,7 +96,7 @@ def cmd_stylize(args) -> int:
 def run_videos_on_ray(args) -> int:
     from . import distributed
 
-    return run_on_ray(args, distributed.stylize_videos,
+    return run_on_ray(args, distributed.stylize_videos, args.input, "videos",
                       video_options={"batch": args.batch, "crf": args.crf, "codec": args.codec})
 
 
@@ -195,7 +195,7 @@ def ray_options(args):
                         workers_per_gpu=args.workers_per_gpu, batch=getattr(args, "ray_batch", 1))
 
 
-def run_on_ray(args, stylize, **kwargs) -> int:
+def run_on_ray(args, stylize, inputs: list[str], unit: str, **kwargs) -> int:
     """``distributed.stylize_images`` or ``stylize_videos`` with the command line's options; prints as the
     single-process command does, each output as its worker finishes it."""
     options = ray_options(args)
@@ -210,13 +210,12 @@ def run_on_ray(args, stylize, **kwargs) -> int:
             tqdm.write(f"{outcome['output']}  {outcome['width']}x{outcome['height']}  {outcome['seconds']:.3f} s "
                        f"with writing  (worker {outcome['worker_pid']})", file=sys.stdout)
 
-    summary = stylize(args.content if hasattr(args, "content") else args.input, args.style, args.output,
+    summary = stylize(inputs, args.style, args.output,
                       mix=parse_mix(args.mix), overwrite=args.overwrite, options=options, workers=args.workers,
                       address=args.ray or None, on_outcome=report, **kwargs)
     if summary.existing:
         print(f"{summary.existing} outputs existed already and were skipped (--overwrite replaces them)",
               file=sys.stderr)
-    unit = "videos" if stylize.__name__ == "stylize_videos" else "images"
     print(f"{summary.written} written in {summary.seconds:.1f} s ({summary.per_second:.2f} {unit}/s); "
           f"manifest: {summary.manifest}", file=sys.stderr)
     if summary.failed:

@@ -91,8 +91,6 @@ class ImageWorker:
     def __call__(self, batch: dict) -> dict:
         from .jobs import Job, Outcome, UsageError, plan_jobs_memory
 
-        out = {"output": [], "content": [], "styles": [], "error": [], "seconds": [], "width": [], "height": [],
-               "worker_pid": []}
         items, outcomes = [], []
         for text in batch["jobs"]:
             jobs = [Job(Path(j["content"]), tuple(map(Path, j["styles"])), Path(j["output"])) for j in json.loads(text)]
@@ -101,16 +99,19 @@ class ImageWorker:
                               plan_jobs_memory(self.model, jobs, self.size).get(jobs[0].content, (None, None))[1]))
             except UsageError as err:  # the memory budget cannot hold this image
                 outcomes += [Outcome(job, error=str(err)) for job in jobs]
-        for o in outcomes + list(self.stylizer.run_batched(items)):
-                out["output"].append(str(o.job.output))
-                out["content"].append(str(o.job.content))
-                out["styles"].append("+".join(map(str, o.job.styles)))
-                out["error"].append(o.error or "")
-                out["seconds"].append(o.seconds if o.seconds is not None else np.nan)
-                out["width"].append(o.width)
-                out["height"].append(o.height)
-                out["worker_pid"].append(os.getpid())
-        return {k: np.asarray(v) for k, v in out.items()}
+        return outcome_columns(outcomes + list(self.stylizer.run_batched(items)))
+
+
+def outcome_columns(outcomes: list) -> dict:
+    """``jobs.Outcome``s as the columns a worker returns to Ray Data (and the driver's ``on_outcome`` gets)."""
+    return {"output": np.asarray([str(o.job.output) for o in outcomes]),
+            "content": np.asarray([str(o.job.content) for o in outcomes]),
+            "styles": np.asarray(["+".join(map(str, o.job.styles)) for o in outcomes]),
+            "error": np.asarray([o.error or "" for o in outcomes]),
+            "seconds": np.asarray([np.nan if o.seconds is None else o.seconds for o in outcomes], dtype=float),
+            "width": np.asarray([o.width for o in outcomes], dtype=int),
+            "height": np.asarray([o.height for o in outcomes], dtype=int),
+            "worker_pid": np.full(len(outcomes), os.getpid())}
 
 
 def require_ray():
@@ -261,46 +262,32 @@ class VideoWorker:
     """A Ray Data actor stylising one video a row with ``video.stylize_video``."""
 
     def __init__(self, options: ModelOptions, video_options: dict):
+        from .jobs import StyleEncoder
+
         self.model = _build_model(options)
         self.options, self.video_options = options, video_options
-        self.encoded = {}
+        self.styles = StyleEncoder(self.model, options.style_size, options.mix)
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
-        from .images import load_image, pixels_to_tensor
-        from .signals import StyleSignals
+        from .images import pixels_to_tensor
+        from .jobs import Job, Outcome
         from .video import probe, stylize_video
 
-        out = {"output": [], "content": [], "styles": [], "error": [], "seconds": [], "width": [], "height": [],
-               "worker_pid": []}
+        outcomes = []
         for text in batch["jobs"]:
-            job = json.loads(text)
-            source, styles, target = Path(job["content"]), [Path(s) for s in job["styles"]], Path(job["output"])
+            row = json.loads(text)
+            job = Job(Path(row["content"]), tuple(map(Path, row["styles"])), Path(row["output"]))
             try:
                 colours = None
-                if self.model.preserve_color == "coral":
-                    self.encoded.clear()
-                    colours = pixels_to_tensor(probe(source, self.options.size).first_frame).to(self.model.device,
-                                                                                                 self.model.dtype)
-                with torch.inference_mode():
-                    for path in styles:
-                        if path not in self.encoded:
-                            style = load_image(path, self.options.style_size or None)
-                            self.encoded[path] = self.model.encode_style(style.to(self.model.device, self.model.dtype),
-                                                                         content=colours)
-                signals = (StyleSignals.mix([self.encoded[p] for p in styles], self.options.mix)
-                           if len(styles) > 1 else self.encoded[styles[0]])
-                s = stylize_video(self.model, source, target, signals, alpha=self.options.alpha,
-                                  size=self.options.size, overwrite=True, progress=False, **self.video_options)
-                error, seconds, width, height = "", s["seconds"], s["width"], s["height"]
+                if self.model.preserve_color == "coral":  # recoloured to the video's first frame
+                    colours = pixels_to_tensor(probe(job.content, self.options.size).first_frame)
+                s = stylize_video(self.model, job.content, job.output, self.styles.signals(job.styles, colours),
+                                  alpha=self.options.alpha, size=self.options.size, overwrite=True, progress=False,
+                                  **self.video_options)
+                outcomes.append(Outcome(job, s["width"], s["height"], seconds=s["seconds"]))
             except (OSError, ValueError, RuntimeError) as err:
-                error, seconds, width, height = str(err), np.nan, 0, 0
-            for key, value in (("output", str(target)), ("content", str(source)), ("styles", "+".join(job["styles"])),
-                               ("error", error), ("seconds", seconds), ("width", width), ("height", height),
-                               ("worker_pid", os.getpid())):
-                out[key].append(value)
-        return {k: np.asarray(v) for k, v in out.items()}
+                outcomes.append(Outcome(job, error=str(err)))
+        return outcome_columns(outcomes)
 
 
 def stylize_videos(inputs, styles, output, *, mix: list[float] | None = None, overwrite: bool = False,
