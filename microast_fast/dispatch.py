@@ -65,7 +65,14 @@ def check_backend_name(name: str) -> str:
 
 def unavailable_reason(name: str, device: torch.device) -> str | None:
     """None when backend ``name`` can run on ``device``, else what is missing, in words a user can act on."""
-    return get_backend(check_backend_name(name)).unavailable_reason(device)
+    return _unavailable_reason(get_backend(check_backend_name(name)), torch.device(device))
+
+
+@functools.cache
+def _unavailable_reason(backend, device: torch.device) -> str | None:
+    # Once per process and device: the answer does not change while it runs, and finding it probes
+    # imports and files (the CUDA extension), which "auto" would otherwise repeat on every forward.
+    return backend.unavailable_reason(device)
 
 
 @functools.cache
@@ -133,7 +140,10 @@ def auto_choice(rows, gpu: Gpu, dtype: torch.dtype, pixels: int | None, unavaila
     times = row.get("time_ms") or {row["backend"]: 0.0}
     skipped = []
     for backend in sorted(times, key=times.get):
-        reason = None if backend == FALLBACK else unavailable(backend)
+        if backend not in BACKENDS:  # a table row naming a backend this version does not have
+            reason = "this version of microast-fast has no such backend"
+        else:
+            reason = None if backend == FALLBACK else unavailable(backend)
         if reason is None:
             why = f"fastest {source}" + "".join(f"; {name!r} would be faster but {r}" for name, r in skipped)
             return Choice(backend, why, needs_self_check=backend != FALLBACK and not verified)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import color, dispatch, self_check, streaming
+from . import cuda_graphs as cuda_graphs_module
 from .backends import Backend, get_backend
 from .checkpoint import PUBLISHED_ITERATION, StrictStateDictMixin, load_bundled, load_checkpoint_dir
 from .reference import Decoder, Encoder, MicroASTReference, Modulator
@@ -26,10 +27,12 @@ class MicroAST(StrictStateDictMixin, nn.Module):
     runs on the model's current device. ``preserve_color`` keeps the content's colours (``color``):
     "coral" recolours the style image to the content's colour mean and covariance before it is encoded,
     "luminance" keeps the output's luminance and the content's chroma (YCbCr, BT.601).
+    ``cuda_graphs=True`` (CUDA devices, inference) replays repeated forwards of one shape from CUDA
+    graphs (``cuda_graphs``): for video frames with cached ``StyleSignals``.
     """
 
     def __init__(self, backend: str = "auto", max_memory=None, tile_size: int | None = None,
-                 preserve_color: str | None = None):
+                 preserve_color: str | None = None, cuda_graphs: bool = False):
         super().__init__()
         self.content_encoder = Encoder()
         self.style_encoder = Encoder()
@@ -45,13 +48,19 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         self.tile_size = tile_size
         color.check_preserve_color(preserve_color)
         self.preserve_color = preserve_color
+        if cuda_graphs and (max_memory is not None or tile_size):
+            raise ValueError("cuda_graphs replays whole-image forwards; it does not combine with max_memory or "
+                             "tile_size (streaming)")
+        self.cuda_graphs = bool(cuda_graphs)
+        self._graphed = cuda_graphs_module.GraphedForward()
         self._warned_autograd = False
+        self._choices: dict = {}  # _choice's answers: the same on every forward of one shape
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, backend: str = "auto", device=None, dtype=None, **options) -> "MicroAST":
         """The published weights bundled with the package (offline), for inference: eval mode, frozen.
-        ``options``: ``max_memory`` / ``tile_size`` (see ``forward``)."""
+        ``options``: ``max_memory``, ``tile_size``, ``preserve_color``, ``cuda_graphs`` (see the class)."""
         model = cls(backend, **options)
         load_bundled(model)
         return model._ready(device, dtype)
@@ -109,6 +118,15 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         return self._choice(None)
 
     def _choice(self, pixels: int | None) -> dispatch.Choice:
+        if torch.compiler.is_compiling():
+            return self._choose(pixels)  # no Python-side cache for dynamo to guard on
+        key = (self.backend, self.device, self.dtype, pixels)
+        choice = self._choices.get(key)
+        if choice is None:
+            choice = self._choices[key] = self._choose(pixels)
+        return choice
+
+    def _choose(self, pixels: int | None) -> dispatch.Choice:
         choice = dispatch.choose(self.backend, self.device, self.dtype, pixels)
         if not choice.needs_self_check:
             return choice
@@ -185,7 +203,15 @@ class MicroAST(StrictStateDictMixin, nn.Module):
         else:
             signals = backend.encode_style(self, color.coral(style, content) if self.preserve_color == "coral"
                                            else style)
-        if plan is None:
+        if self.cuda_graphs:
+            if content.device.type != "cuda":
+                raise ValueError(f"cuda_graphs=True replays CUDA graphs, but the model is on {content.device}; "
+                                 "use cuda_graphs=False there")
+            if plan is not None or records_grad:
+                raise ValueError("cuda_graphs=True runs whole-image inference: use torch.inference_mode() and "
+                                 "neither max_memory nor tile_size")
+            out = self._graphed(self, backend, content, signals, alpha)
+        elif plan is None:
             out = backend.stylize(self, content, signals, alpha)
         else:
             out = streaming.stylize(backend.tile_stages(self), content, signals, alpha, plan)
