@@ -25,12 +25,12 @@ FP32_MAX_ABS = 1e-4
 
 
 def skip_reason(backend: str, device: torch.device, full: bool) -> str | None:
-    if backend in ("reference", "streaming"):  # streaming is the torch backend in tiles: runs everywhere
+    if backend in ("reference", "reference-channels-last", "streaming"):  # streaming: the torch backend in tiles
         return None
     if backend == "compiled":
         # Inductor compiles each new shape for about a minute on a 2-core CPU (max-autotune on a GPU: more).
         return None if full else "torch.compile takes minutes per shape; runs with MICROAST_BENCH_FULL=1"
-    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+    if backend.startswith("triton") and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
         return "Triton's CPU interpreter: its time says nothing (tests/ check its output)"
     return backend_report(device)[backend]
 
@@ -43,6 +43,8 @@ def test_forward(benchmark, size, backend, bench_config, device, model_for, inpu
         pytest.skip(reason)
     model = model_for(backend)
     content, style = inputs_for(height, width)
+    if backend == "reference-channels-last":
+        content, style = (t.contiguous(memory_format=torch.channels_last) for t in (content, style))
 
     cudagraphs = backend == "compiled" and device.type == "cuda"  # max-autotune replays CUDA graphs
 

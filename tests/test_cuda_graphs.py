@@ -129,5 +129,7 @@ def test_replayed_forward_equals_the_eager_one(backend, dtype):
             content = content.cuda().to(dtype)
             out = graphed(content, signals, alpha)
             expected = eager(content, signals, alpha)
-            # The same kernels on the same inputs: equal, bit for bit (cuDNN's algorithm is fixed too).
-            assert torch.equal(out, expected), (out.float() - expected.float()).abs().max().item()
+            if backend == "torch":  # cuDNN may pick another algorithm inside a capture
+                torch.testing.assert_close(out, expected)
+            else:  # the same kernels and configs on the same inputs: equal, bit for bit
+                assert torch.equal(out, expected), (out.float() - expected.float()).abs().max().item()

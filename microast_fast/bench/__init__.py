@@ -33,7 +33,7 @@ import argparse
 
 # Only what the parser needs: cli imports this package to register the subcommand, so the measuring,
 # the workers and the reporting are imported when the command runs (run_bench), not before.
-from .cases import BENCH_BACKENDS, DTYPE_NAMES, parse_size
+from .cases import BENCH_BACKENDS, DTYPE_NAMES, is_bench_backend, parse_size
 from .machine import RESULTS_CSV, default_device
 
 
@@ -44,11 +44,11 @@ def _size_list(text: str) -> list[tuple[str, int, int]]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _choice_list(allowed, aliases=None):
+def _choice_list(allowed, aliases=None, accepts=None):
     def parse(text: str) -> list[str]:
         names = [t.strip().lower() for t in text.split(",") if t.strip()]
         names = [aliases.get(n, n) for n in names] if aliases else names
-        bad = [n for n in names if n not in allowed]
+        bad = [n for n in names if not (accepts(n) if accepts else n in allowed)]
         if bad:
             raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
         return names
@@ -69,9 +69,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", dest="sizes", action="append", type=_size_list, metavar="SIZE",
                    help="512, 1080p (1920 wide), 4k (4096x2160), 8k (8192x4320), N (NxN) or HxW (height x width); "
                         "repeatable or comma list (default: 512; 4k with --memory-profile)")
-    p.add_argument("--backends", action="append", type=_choice_list(BENCH_BACKENDS), metavar="LIST",
+    p.add_argument("--backends", action="append", type=_choice_list(BENCH_BACKENDS, accepts=is_bench_backend),
+                   metavar="LIST",
                    help=f"comma list of {','.join(BENCH_BACKENDS)} (default: all; unavailable ones are skipped "
-                        "with the reason)")
+                        "with the reason); a MicroAST backend with ':repeated' is timed with the style encoded "
+                        "once (as video frames), with ':graphs' also replayed from CUDA graphs")
     p.add_argument("--dtype", dest="dtypes", action="append", type=_choice_list(("float32", "float16", "bfloat16"),
                    DTYPE_NAMES), metavar="LIST", help="float32, float16, bfloat16 (or fp32, fp16, bf16); comma list "
                    "(default: float32)")

@@ -9,7 +9,7 @@ import traceback
 
 import torch
 
-from .cases import STYLE_SIDE
+from .cases import STYLE_SIDE, split_mode
 
 # The reference's stages for --memory-profile: (name, submodule whose forward ends the stage). The
 # reference runs style encoder, modulator, content encoder, then the decoder; each decoder block's
@@ -92,11 +92,14 @@ def build_model(backend: str, device, dtype, compile_mode: str = "auto", max_mem
     from ..model import MicroAST
     from ..reference import MicroASTReference
 
+    backend, mode = split_mode(backend)
     if backend == "streaming":
         return MicroAST.from_pretrained(backend="torch", device=device, dtype=dtype, max_memory=max_memory)
-    if backend not in ("reference", "compiled"):
-        return MicroAST.from_pretrained(backend=backend, device=device, dtype=dtype)
+    if backend not in ("reference", "compiled", "reference-channels-last"):
+        return MicroAST.from_pretrained(backend=backend, device=device, dtype=dtype, cuda_graphs=mode == "graphs")
     model = MicroASTReference.from_pretrained().to(device, dtype)
+    if backend == "reference-channels-last":
+        return model.to(memory_format=torch.channels_last)
     if backend == "compiled":
         if compile_mode == "auto":
             compile_mode = "max-autotune" if torch.device(device).type == "cuda" else None
@@ -144,6 +147,12 @@ def measure(spec: dict) -> dict:
                                  device, dtype)
     alpha = spec["alpha"]
     cudagraphs = spec["backend"] == "compiled" and device.type == "cuda"
+    backend, mode = split_mode(spec["backend"])
+    if backend == "reference-channels-last":
+        content, style = (t.contiguous(memory_format=torch.channels_last) for t in (content, style))
+    if mode is not None:  # repeated frames: the style encoded once, untimed, as a video pipeline does
+        with torch.inference_mode():
+            style = model.encode_style(style)
 
     def call():
         if cudagraphs:

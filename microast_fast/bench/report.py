@@ -41,13 +41,15 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 # "+fwd MiB" is the peak above the level just before the timed calls: what the forward itself adds
 # to the process (interpreter, libraries, weights and inputs are in "peak MiB" but not in it).
-TABLE_HEADER = (f"{'size':<10}{'dtype':<10}{'backend':<11}{'median ms':>11}  {'[min, p20, p80, max]':<30}"
+BACKEND_WIDTH = 26  # "triton+banded-tail:graphs"; longer names push their row's columns right
+
+TABLE_HEADER = (f"{'size':<10}{'dtype':<10}{'backend':<{BACKEND_WIDTH}}{'median ms':>11}  {'[min, p20, p80, max]':<30}"
                 f"{'speed-up':>9}{'peak MiB':>10}{'+fwd MiB':>10}{'mem/ref':>9}{'max|err|':>10}{'GFLOP/s':>9}"
                 f"{'%peak':>7}")
 
 
 def format_row(row: dict) -> str:
-    head = f"{row['size']:<10}{row['dtype']:<10}{row['backend']:<11}"
+    head = f"{row['size']:<10}{row['dtype']:<10}{row['backend']:<{BACKEND_WIDTH - 1}} "
     if row["status"] != "ok":
         return head + f"skipped: {row['reason']}"
     t = row["time_ms"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..dispatch import backend_report
-from .cases import BENCH_BACKENDS, STYLE_SIDE, parse_size
+from .cases import BENCH_BACKENDS, STYLE_SIDE, parse_size, split_mode
 from .machine import bench_meta
 from .report import TABLE_HEADER, TIME_METRICS, append_csv, csv_rows, format_row, print_meta, summarize, write_json
 from .workers import run_worker
@@ -28,13 +28,26 @@ def _reference_files(directory: Path, device_label: str, spec: dict) -> tuple[Pa
     return stem.with_suffix(".pt"), stem.with_suffix(".json")
 
 
+def bench_availability(device: torch.device, backends: list[str]) -> dict[str, str | None]:
+    """Each bench backend -> None if it runs on ``device``, else why not."""
+    report = backend_report(device)
+    available = {}
+    for name in backends:
+        backend, mode = split_mode(name)
+        reason = report.get(backend)  # None for the reference, compiled and streaming: they run everywhere
+        if reason is None and mode == "graphs" and device.type != "cuda":
+            reason = "CUDA graphs need a CUDA device"
+        available[name] = reason
+    return available
+
+
 def bench_input(args, spec: dict, backends: list[str], meta: dict, ref_dir: Path, payload: dict) -> None:
     """Every backend on one (size, dtype): one child each, the reference first; rows printed and saved as they come."""
     profile = args.memory_profile
     ref_pt, ref_json = _reference_files(ref_dir, meta["device_name"], spec)
     # A reference measured by an earlier run into --reference-dir serves when this run does not time it.
     reference = json.loads(ref_json.read_text()) if "reference" not in backends and ref_json.exists() else None
-    available = {"reference": None, "compiled": None, "streaming": None, **backend_report(torch.device(spec["device"]))}
+    available = bench_availability(torch.device(spec["device"]), backends)
     metrics = ("peak_mem_mib",) if profile else TIME_METRICS + ("peak_mem_mib", "max_abs_err", "gflops")
     for backend in backends:
         row = {"backend": backend, "size": spec["label"], "height": spec["height"], "width": spec["width"],
