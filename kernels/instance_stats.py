@@ -7,7 +7,9 @@ Two steps, both in fp32 whatever the map dtype:
    (``tile_partial_stats``) for the map it has just produced.
 2. an exact merge (Chan et al.) of all tiles of a sample: blocks of tiles are combined with the
    parallel formula ``M2 = sum M2_i + sum n_i (mean_i - mean)^2``, blocks in sequence with Chan's
-   pairwise update, so no step subtracts two large sums.
+   pairwise update, so no step subtracts two large sums. ``merge_partials`` does it in one program a
+   sample; ``merge_partials_split`` first merges groups of tiles in parallel, then the groups, in
+   the same formulas and a fixed order.
 
 Every division and the square root are the correctly rounded ``tl.div_rn`` / ``tl.sqrt_rn``: on a GPU
 Triton compiles ``/`` to ``div.full.f32`` (2 ulp) and ``tl.sqrt`` to ``sqrt.approx.ftz.f32``, which
@@ -73,6 +75,43 @@ def instance_stats_merge_kernel(part_ptr, mean_ptr, std_ptr, tiles, eps, C: tl.c
     tl.store(std_ptr + n * C + c, tl.sqrt_rn(var + eps))
 
 
+@triton.jit
+def instance_stats_group_kernel(part_ptr, group_ptr, tiles, per_group, C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid: (groups, N). Pass 1 of the split merge: program g merges tiles [g * per_group, ...) with the
+    # formulas of instance_stats_merge_kernel and stores one (count, mean, M2) partial to group_ptr
+    # [N, groups, 3, C], which instance_stats_merge_kernel then merges as if they were tiles.
+    g = tl.program_id(0)
+    n = tl.program_id(1)
+    c = tl.arange(0, C)
+    lo = g * per_group
+    hi = tl.minimum(lo + per_group, tiles)
+    run_n = tl.zeros([C], tl.float32)
+    run_mean = tl.zeros([C], tl.float32)
+    run_m2 = tl.zeros([C], tl.float32)
+    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
+    for t0 in range(lo, hi, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        m = (t < hi)[:, None]
+        ptrs = base + t[:, None] * (3 * C) + c[None, :]
+        cnt = tl.load(ptrs, mask=m, other=0.0)
+        mu = tl.load(ptrs + C, mask=m, other=0.0)
+        m2 = tl.load(ptrs + 2 * C, mask=m, other=0.0)
+        blk_n = tl.sum(cnt, axis=0)
+        blk_mean = tl.div_rn(tl.sum(cnt * mu, axis=0), blk_n)
+        dev = mu - blk_mean[None, :]
+        blk_m2 = tl.sum(m2, axis=0) + tl.sum(cnt * dev * dev, axis=0)
+        tot = run_n + blk_n
+        delta = blk_mean - run_mean
+        share = tl.div_rn(blk_n, tot)
+        run_mean = run_mean + delta * share
+        run_m2 = run_m2 + blk_m2 + delta * delta * (run_n * share)
+        run_n = tot
+    out = group_ptr + (n * tl.num_programs(0) + g).to(tl.int64) * (3 * C)
+    tl.store(out + c, run_n)
+    tl.store(out + C + c, run_mean)
+    tl.store(out + 2 * C + c, run_m2)
+
+
 def max_tiles(kernel, h: int, w: int) -> int:
     """Partial slots to allocate: the most tiles any of ``kernel``'s configs can launch for an h x w map."""
     return max(triton.cdiv(h, cfg.kwargs["TILE_H"]) * triton.cdiv(w, cfg.kwargs["TILE_W"]) for cfg in kernel.configs)
@@ -90,3 +129,31 @@ def merge_partials(partials: torch.Tensor, tiles: int, block_t: int = 64) -> tup
     std = partials.new_empty(n, c)
     instance_stats_merge_kernel[(n,)](partials, mean, std, tiles, FEATMOD_EPS, C=c, BLOCK_T=block_t)
     return mean, std
+
+
+# Least group count of the split merge: about one program per SM of a large GPU (132 on an H100) for
+# one sample. A constant rather than the device's SM count, so that the reduction order, and hence
+# every bit of the result, depends on the map size alone.
+SPLIT_GROUPS = 128
+
+
+def split_groups(tiles: int, groups: int | None = None, block_t: int = 64) -> tuple[int, int]:
+    """(groups, tiles per group) of the split merge, none of them empty. By default at least
+    ``SPLIT_GROUPS`` groups of at most ``block_t`` tiles, so that each program takes one merge step."""
+    if groups is None:
+        groups = max(SPLIT_GROUPS, triton.cdiv(tiles, block_t))
+    per_group = triton.cdiv(tiles, max(1, min(groups, tiles)))
+    return triton.cdiv(tiles, per_group), per_group
+
+
+def merge_partials_split(partials: torch.Tensor, tiles: int, groups: int | None = None,
+                         block_t: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``merge_partials`` in two passes: grid (groups, N) merges contiguous groups of tiles
+    (``split_groups``), then grid (N,) merges the groups in order. A fixed order, so bitwise the same
+    from run to run."""
+    n, _, _, c = partials.shape
+    assert tiles >= 1
+    groups, per_group = split_groups(tiles, groups, block_t)
+    group_partials = partials.new_empty(n, groups, PARTIAL_FIELDS, c)
+    instance_stats_group_kernel[(groups, n)](partials, group_partials, tiles, per_group, C=c, BLOCK_T=block_t)
+    return merge_partials(group_partials, groups, block_t)
