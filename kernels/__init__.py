@@ -7,8 +7,11 @@ One file per fused stage, each with its kernels, their launcher and a ``torch.li
 - ``filtermod_resblock``: the 64-channel residual block, plain or FeatMod + FilterMod, with the next
   FeatMod's statistics from its epilogue (``microast::filtermod_resblock``; the exact statistics
   merge is in ``instance_stats``)
-- ``modulator_pool``: the Modulator's depthwise conv + global average pool (``microast::modulator_pool``)
+- ``modulator_pool``: the Modulator's depthwise conv + global average pool (``microast::modulator_pool``,
+  and in two passes ``microast::modulator_pool_split``)
 - ``decoder_tail``: quarter-res 64-channel map -> output image (``microast::decoder_tail``)
+- ``decoder_tail_banded``: the same in row bands through three plain kernels
+  (``microast::decoder_tail_banded``; variant "triton+banded-tail")
 
 Maps between kernels are NHWC (``[N, H, W, 64]``), in the model's dtype; accumulation and statistics
 are fp32. The ops take the model's weights packed by ``microast_fast.weight_packing``; nothing here
@@ -17,4 +20,4 @@ imports from the package above. Importing this package imports triton: on a mach
 """
 
 # Importing the modules registers their ops in torch.ops.microast.
-from . import decoder_tail, encoder_head, filtermod_resblock, modulator_pool  # noqa: F401
+from . import decoder_tail, decoder_tail_banded, encoder_head, filtermod_resblock, modulator_pool  # noqa: F401

@@ -86,6 +86,18 @@ def pack_conv9x9_out(weight: torch.Tensor, dtype: torch.dtype, row_k: int | None
     return taps.to(dtype).contiguous()
 
 
+def pack_conv9x9_out_banded(weight: torch.Tensor, dtype: torch.dtype, segment: int) -> torch.Tensor:
+    """The decoder tail's 9x9 ``[3, 16, 9, 9]`` for ``segment`` consecutive output pixels of a row at once,
+    each kernel row a GEMM against the ``segment + 8`` pixels x 16 channels they read:
+    ``[9, (segment + 8) * 16, segment * 4]``, row ``j * 16 + ci`` (window pixel j), column ``xl * 4 + co``
+    (output 3 zero): ``weight[co, ci, ky, j - xl]`` where ``0 <= j - xl <= 8``, else zero."""
+    c_out, c_in, kh, kw = weight.shape
+    banded = weight.new_zeros(kh, segment + kw - 1, c_in, segment, 4)
+    for xl in range(segment):
+        banded[:, xl:xl + kw, :, xl, :c_out] = weight.permute(2, 3, 1, 0)  # [ky, kx, ci, co]
+    return banded.reshape(kh, -1, segment * 4).to(dtype).contiguous()
+
+
 def pack_modulator_pair(weight_branch: torch.nn.Sequential, bias_branch: torch.nn.Sequential):
     """Two Modulator branches -> depthwise weights ``[2, 9, 64]`` and biases ``[2, 64]``, fp32."""
     convs = [weight_branch[0].conv_layer, bias_branch[0].conv_layer]
