@@ -25,7 +25,8 @@ import triton.language as tl
 
 from ._common import (ConfigsByMapDtype, autotune_configs, check_map_dtype, partial_sum_end, partial_sum_start,
                       reflect, tile_pixels)
-from .instance_stats import PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, tile_partial_stats
+from .instance_stats import (PARTIAL_FIELDS, max_tiles, launched_tiles, merge_partials, merge_partials_split,
+                             tile_partial_stats)
 
 CHANNELS = 64
 
@@ -57,26 +58,31 @@ def featmod_affine_kernel(x_mean_ptr, x_std_ptr, s_mean_ptr, s_std_ptr, style_st
     tl.store(affine_ptr + n * 2 * C + C + c, b)
 
 
+# The epilogue holds a few [pixels, 64] fp32 tiles: at most 16 pixel-channels per thread
+# (pixels * 64 / threads), hence 8 warps on 8x8 tiles: with 4 (32 per thread) the fullest
+# variant spills (docs/kernel_notes.md; tests/test_triton_compile.py).
+FP32_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=8)
 # fp32's per-tap partial sums (below) hold 16 more registers a thread: with BLOCK_K=32 that spills on
 # sm_90, so fp32 maps use the BLOCK_K=16 config.
 WIDE_K_CONFIG = triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 32}, num_warps=8)
+# Variant "triton+wide-tiles" (``resblock_conv3x3_wide_kernel``), half maps: 8x16 tiles, twice the M
+# of each tap's product, at 32 pixel-channels a thread in the epilogue's tiles (72-162 registers on
+# sm_90). 16x16 tiles spill in the K loop of some of the kernel's forms (16 warps: 128 registers).
+WIDE_TILE_CONFIGS = [triton.Config({"TILE_H": 8, "TILE_W": 16, "BLOCK_K": 32}, num_warps=8)]
 
 
-@triton.autotune(
-    configs=autotune_configs(
-        # The epilogue holds a few [pixels, 64] fp32 tiles: at most 16 pixel-channels per thread
-        # (pixels * 64 / threads), hence 8 warps on 8x8 tiles: with 4 (32 per thread) the fullest
-        # variant spills (docs/kernel_notes.md; tests/test_triton_compile.py).
-        [triton.Config({"TILE_H": 8, "TILE_W": 8, "BLOCK_K": 16}, num_warps=8),
-         WIDE_K_CONFIG],
-        triton.Config({"TILE_H": 16, "TILE_W": 16, "BLOCK_K": 64}, num_warps=4),
-    ),
-    key=["H", "W"],
-    cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
-    prune_configs_by={"early_config_prune": ConfigsByMapDtype("in_ptr", half_only=[WIDE_K_CONFIG])},
-)
+def _autotuned(configs, fp32_only, half_only, interpreter_tile):
+    return triton.autotune(
+        configs=autotune_configs(configs, triton.Config({"TILE_H": interpreter_tile[0], "TILE_W": interpreter_tile[1],
+                                                         "BLOCK_K": 64}, num_warps=4)),
+        key=["H", "W"],
+        cache_results=True,  # the timings on disk (Triton's cache): a later process does not re-tune
+        prune_configs_by={"early_config_prune": ConfigsByMapDtype("in_ptr", fp32_only, half_only)},
+    )
+
+
 @triton.jit
-def resblock_conv3x3_kernel(
+def resblock_conv3x3(
     in_ptr, skip_ptr, w_ptr, bias_ptr, out_ptr, part_ptr, affine_ptr,
     filt_w_ptr, filt_b_ptr, filt_stride,
     H, W,
@@ -142,7 +148,13 @@ def resblock_conv3x3_kernel(
         tile_partial_stats(y.to(tl.float32), valid, part_ptr + (n * tiles + tile).to(tl.int64) * (3 * C), C)
 
 
-def _launch(x, skip, weight, bias, out, partials, featmod, filtermod, second, stats):
+resblock_conv3x3_kernel = _autotuned([FP32_CONFIG, WIDE_K_CONFIG], [], [WIDE_K_CONFIG], (16, 16))(resblock_conv3x3)
+# Under the interpreter an oblong tile: the tests then cover tiles that are not square.
+resblock_conv3x3_wide_kernel = _autotuned([FP32_CONFIG, *WIDE_TILE_CONFIGS], [FP32_CONFIG], WIDE_TILE_CONFIGS,
+                                          (8, 16))(resblock_conv3x3)
+
+
+def _launch(kernel, x, skip, weight, bias, out, partials, featmod, filtermod, second, stats):
     n, h, w, c = x.shape
     dummy = x  # never read: the matching constexpr switch is off
     if filtermod is not None:
@@ -154,7 +166,7 @@ def _launch(x, skip, weight, bias, out, partials, featmod, filtermod, second, st
     def grid(meta):
         return (triton.cdiv(h, meta["TILE_H"]) * triton.cdiv(w, meta["TILE_W"]), n)
 
-    resblock_conv3x3_kernel[grid](
+    kernel[grid](
         x, skip if skip is not None else dummy, weight, bias, out, partials if partials is not None else dummy,
         featmod if featmod is not None else dummy, *flt, h, w,
         SECOND=second, FEATMOD=featmod is not None, FILTERMOD=filtermod is not None, STATS=stats, C=c,
@@ -166,14 +178,17 @@ def filtermod_resblock(
     x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
     x_mean: Optional[torch.Tensor], x_std: Optional[torch.Tensor],
     s_mean: Optional[torch.Tensor], s_std: Optional[torch.Tensor], alpha: Optional[torch.Tensor],
-    filt_w: Optional[torch.Tensor], filt_b: Optional[torch.Tensor], with_stats: bool,
+    filt_w: Optional[torch.Tensor], filt_b: Optional[torch.Tensor], with_stats: bool, split_merge: bool = False,
+    wide_tiles: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One residual block on an NHWC map ``x`` [N, H, W, 64].
 
     ``w1, w2``: packed ``[9, 64, 64]`` (``weight_packing.pack_conv_taps``), biases ``[64]``. FeatMod (all five or
     none): ``x_mean, x_std`` [N, 64] fp32, ``s_mean, s_std`` [1 or N, 64], ``alpha`` [1 or N] fp32.
     FilterMod (both or none): ``filt_w, filt_b`` [1 or N, 64]. Returns ``(out, mean, std)``: the block's
-    output and, with ``with_stats``, its instance statistics [N, 64] fp32 (else empty [0, 64]).
+    output and, with ``with_stats``, its instance statistics [N, 64] fp32 (else empty [0, 64]), merged by
+    ``merge_partials_split`` if ``split_merge``, else by ``merge_partials``. ``wide_tiles``: the
+    convolutions in the tiles of ``WIDE_TILE_CONFIGS`` (half maps).
     """
     check_map_dtype(x)
     n, h, w, c = x.shape
@@ -186,23 +201,25 @@ def filtermod_resblock(
                                     0 if s_mean.shape[0] == 1 else c, alpha, 0 if alpha.numel() == 1 else 1,
                                     featmod, C=c)
     filtermod = (filt_w.contiguous(), filt_b.contiguous()) if filt_w is not None else None
+    kernel = resblock_conv3x3_wide_kernel if wide_tiles else resblock_conv3x3_kernel
     y3 = torch.empty_like(x)
-    _launch(x, None, w1, b1, y3, None, featmod, filtermod, second=False, stats=False)
+    _launch(kernel, x, None, w1, b1, y3, None, featmod, filtermod, second=False, stats=False)
     out = torch.empty_like(x)
     partials = None
     if with_stats:
-        partials = torch.empty(n, max_tiles(resblock_conv3x3_kernel, h, w), PARTIAL_FIELDS, c,
-                               device=x.device, dtype=torch.float32)
-    _launch(y3, x, w2, b2, out, partials, featmod, filtermod, second=True, stats=with_stats)
+        partials = torch.empty(n, max_tiles(kernel, h, w), PARTIAL_FIELDS, c, device=x.device, dtype=torch.float32)
+    _launch(kernel, y3, x, w2, b2, out, partials, featmod, filtermod, second=True, stats=with_stats)
     if not with_stats:
         empty = x.new_empty(0, c, dtype=torch.float32)
         return out, empty, empty.clone()
-    mean, std = merge_partials(partials, launched_tiles(resblock_conv3x3_kernel, h, w))
+    merge = merge_partials_split if split_merge else merge_partials
+    mean, std = merge(partials, launched_tiles(kernel, h, w))
     return out, mean, std
 
 
 @filtermod_resblock.register_fake
-def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b, with_stats):
+def _(x, w1, b1, w2, b2, x_mean, x_std, s_mean, s_std, alpha, filt_w, filt_b, with_stats, split_merge=False,
+      wide_tiles=False):
     n, c = x.shape[0], x.shape[3]
     stats_n = n if with_stats else 0
     return (torch.empty_like(x), x.new_empty(stats_n, c, dtype=torch.float32),

@@ -158,3 +158,23 @@ def test_a_backend_asked_for_by_name_is_never_replaced():
 
 def test_shipped_rows_carry_their_architecture():
     assert all(row.get("capability") for row in dispatch.auto_table())
+
+
+def test_availability_is_asked_once_per_device(monkeypatch):
+    """"auto" resolves on every forward: what it asks each backend (imports, files of the CUDA
+    extension) is asked once per process and device."""
+    from microast_fast.backends import _REGISTRY
+
+    class Counting(dispatch.get_backend("torch").__class__):
+        name = "cuda"
+        calls = 0
+
+        def unavailable_reason(self, device):
+            Counting.calls += 1
+            return "not here"
+
+    monkeypatch.setitem(_REGISTRY, "cuda", Counting())
+    for _ in range(3):
+        assert dispatch.unavailable_reason("cuda", torch.device("cpu")) == "not here"
+        dispatch.backend_report(torch.device("cpu"))
+    assert Counting.calls == 1

@@ -99,11 +99,14 @@ def packed_block(block):
     return pack_residual_block(block, torch.float32, torch.float32)
 
 
+# wide_tiles: the kernel of variant "triton+wide-tiles", an 8x16 tile under the interpreter.
+@pytest.mark.parametrize("wide_tiles", [False, True])
 @pytest.mark.parametrize("h,w", [(2, 2), (19, 23)])
-def test_plain_resblock_and_epilogue_stats(ref, h, w):
+def test_plain_resblock_and_epilogue_stats(ref, h, w, wide_tiles):
     block = ref.content_encoder.enc2[0]
     x = randn(h + w, 2, 64, h, w, scale=0.2).relu()
-    out, mean, std = resblock.filtermod_resblock(nhwc(x), *packed_block(block), *(None,) * 7, True)
+    out, mean, std = resblock.filtermod_resblock(nhwc(x), *packed_block(block), *(None,) * 7, True,
+                                                 wide_tiles=wide_tiles)
     expected = block(x)
     assert_close(nchw(out), expected, "plain block")
     exp_mean, exp_std = torch_layers.instance_stats(expected)
@@ -111,8 +114,9 @@ def test_plain_resblock_and_epilogue_stats(ref, h, w):
     assert_close(std, exp_std.view(2, 64), "epilogue std")
 
 
+@pytest.mark.parametrize("wide_tiles", [False, True])
 @pytest.mark.parametrize("h,w,style_batch,alpha", [(3, 2, 1, 1.0), (17, 18, 2, (0.25, 0.9))])
-def test_filtermod_resblock(ref, h, w, style_batch, alpha):
+def test_filtermod_resblock(ref, h, w, style_batch, alpha, wide_tiles):
     """FeatMod + alpha on load, FilterMod epilogues, residual, statistics; style signals broadcast."""
     block = ref.decoder.dec2
     x = randn(1, 2, 64, h, w)
@@ -130,7 +134,7 @@ def test_filtermod_resblock(ref, h, w, style_batch, alpha):
 
     out, mean, std = resblock.filtermod_resblock(
         nhwc(x), *packed_block(block), flat(x_mean), flat(x_std), flat(s_mean), flat(s_std),
-        alpha_t.reshape(-1), flat(f_w), flat(f_b), True)
+        alpha_t.reshape(-1), flat(f_w), flat(f_b), True, wide_tiles=wide_tiles)
     assert_close(nchw(out), expected, "filtermod block")
     exp_mean, exp_std = torch_layers.instance_stats(expected)
     assert_close(mean, exp_mean.view(2, 64), "epilogue mean")
@@ -327,6 +331,7 @@ def test_configs_follow_the_map_dtype():
     maps for the banded form; tests/test_triton_compile.py compiles each for its dtypes)."""
     other = triton.Config({}, num_warps=4)
     cases = ((resblock.resblock_conv3x3_kernel, "in_ptr", [], [resblock.WIDE_K_CONFIG]),
+             (resblock.resblock_conv3x3_wide_kernel, "in_ptr", [resblock.FP32_CONFIG], resblock.WIDE_TILE_CONFIGS),
              (tail.decoder_tail_kernel, "out_ptr", tail.FP32_CONFIGS, tail.HALF_CONFIGS),
              (head.encoder_head_half_kernel, "out_ptr", [head.FP32_CONFIG], head.HALF_MAP_CONFIGS))
     for kernel, pointer, fp32_only, half_only in cases:

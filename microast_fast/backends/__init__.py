@@ -2,7 +2,8 @@
 
 - ``torch``: the fused algebra in plain PyTorch, on every device; also the autograd path.
 - ``triton``: the Triton kernels of ``microast_fast.kernels`` (CUDA GPUs; the CPU under Triton's
-  interpreter, for tests).
+  interpreter, for tests). ``triton+<design>...``: the same with newer kernel designs for some stages
+  (``triton_backend.VARIANTS``), selectable by name, and by "auto" only once a GPU run measured them.
 - ``cuda``: the CUDA C++ kernels of ``csrc/`` (CUDA GPUs, once built).
 
 Which one runs a forward pass is ``dispatch``'s decision; nothing here imports triton or loads the
@@ -12,9 +13,11 @@ CUDA extension before a backend computes.
 from .base import Backend, BackendUnavailableError
 from .cuda_backend import CudaBackend
 from .torch_backend import TorchBackend
-from .triton_backend import TritonBackend
+from .triton_backend import VARIANTS, TritonBackend
 
-_REGISTRY: dict[str, Backend] = {backend.name: backend for backend in (TorchBackend(), TritonBackend(), CudaBackend())}
+# The variants last: lists of backends (help, bench) name the verified ones first.
+_REGISTRY: dict[str, Backend] = {backend.name: backend for backend in (
+    TorchBackend(), TritonBackend(), CudaBackend(), *(TritonBackend(name) for name in VARIANTS if name != "triton"))}
 BACKENDS = tuple(_REGISTRY)
 
 

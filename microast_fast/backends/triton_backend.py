@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 
 import torch
 
 from ..operand_cache import OperandCache
 from ..signals import StyleSignals, channel_rows
 from ..weight_packing import (compose_up2_grouped3x3, pack_conv1x1, pack_conv9x9_banded, pack_conv9x9_out,
-                              pack_conv9x9_rows, pack_grouped_conv, pack_modulator_pair, pack_residual_block)
+                              pack_conv9x9_out_banded, pack_conv9x9_rows, pack_grouped_conv, pack_modulator_pair,
+                              pack_residual_block)
 from .kernel_backend import KernelBackend
 
 CHANNELS = 64
@@ -69,6 +71,15 @@ def decoder_tail_operands(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list
     ]
 
 
+def decoder_tail_banded_operands(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
+    """``microast::decoder_tail_banded``'s operands: ``decoder_tail``'s, with its 9x9 for 8 consecutive
+    output pixels of a row at once (``pack_conv9x9_out_banded``)."""
+    operands = decoder_tail_operands(dec3, dtype)
+    segment = load_kernels().decoder_tail_banded.SEGMENT.value
+    operands[10] = pack_conv9x9_out_banded(dec3[10].conv_layer.weight, dtype, segment)
+    return operands
+
+
 def _pack_encoder(encoder) -> tuple:
     dtype = encoder.enc1[0].conv_layer.weight.dtype
     return (encoder_head_operands(encoder.enc1, dtype), pack_residual_block(encoder.enc1[10], dtype, dtype),
@@ -86,24 +97,53 @@ def _pack(model) -> dict:
         "dec1": pack_residual_block(model.decoder.dec1, dtype, dtype),
         "dec2": pack_residual_block(model.decoder.dec2, dtype, dtype),
         "tail": decoder_tail_operands(model.decoder.dec3, dtype),
+        "tail_banded": decoder_tail_banded_operands(model.decoder.dec3, dtype),
     }
 
 
 _OPERANDS = OperandCache(_pack)
 
 
-def _encode(ops, packed_encoder, image: torch.Tensor, stats_f0: bool, stats_f1: bool):
+@dataclass(frozen=True)
+class Design:
+    """Which kernel design runs each stage. The default is the set a GPU run verified; each other design
+    is a variant, a backend of its own name (``VARIANTS``), until a GPU run (benchmarks/gpu_run.sh)
+    times it and writes it into the "auto" table, so "auto" never runs what no GPU run checked.
+
+    - ``banded_tail``: the decoder tail as three kernels streaming row bands whose 32- and 16-channel
+      intermediates stay in L2 (``decoder_tail_banded``), not one persistent kernel with scratch slots;
+    - ``split_reductions``: the FeatMod statistics merge and the Modulator's pooling as many programs
+      and a deterministic second pass, not one program per sample;
+    - ``wide_tiles``: the residual blocks' convolutions in 8x16-pixel tiles for half maps, not 8x8."""
+    banded_tail: bool = False
+    split_reductions: bool = False
+    wide_tiles: bool = False
+
+
+VARIANTS = {
+    "triton": Design(),
+    "triton+banded-tail": Design(banded_tail=True),
+    "triton+split-reductions": Design(split_reductions=True),
+    "triton+wide-tiles": Design(wide_tiles=True),
+    "triton+all-new": Design(banded_tail=True, split_reductions=True, wide_tiles=True),
+}
+
+
+def _encode(ops, packed_encoder, image: torch.Tensor, stats_f0: bool, stats_f1: bool, design: Design):
     """``(f0, f1, f0 statistics, f1 statistics)``; maps NHWC; statistics empty ``[0, 64]`` unless asked."""
     head, block1, block2 = packed_encoder
     plain = (None,) * 7
+    block = (design.split_reductions, design.wide_tiles)
     # The head's map is dropped as soon as block 1 is done: at most three quarter-res maps live at once.
-    f0, mean0, std0 = ops.filtermod_resblock(ops.encoder_head(image, *head), *block1, *plain, stats_f0)
-    f1, mean1, std1 = ops.filtermod_resblock(f0, *block2, *plain, stats_f1)
+    f0, mean0, std0 = ops.filtermod_resblock(ops.encoder_head(image, *head), *block1, *plain, stats_f0, *block)
+    f1, mean1, std1 = ops.filtermod_resblock(f0, *block2, *plain, stats_f1, *block)
     return f0, f1, (mean0, std0), (mean1, std1)
 
 
 class TritonBackend(KernelBackend):
-    name = "triton"
+    def __init__(self, name: str = "triton"):
+        self.name = name
+        self.design = VARIANTS[name]
 
     def unavailable_reason(self, device: torch.device) -> str | None:
         # On a CPU the kernels run only in Triton's interpreter, which must be chosen before triton is
@@ -142,9 +182,11 @@ class TritonBackend(KernelBackend):
     def encode_style(self, model, style: torch.Tensor) -> StyleSignals:
         self.check_maps(style)
         ops, packed = self.ops(), self.operands(model)
-        s0, s1, (mean0, std0), (mean1, std1) = _encode(ops, packed["style"], style, stats_f0=True, stats_f1=True)
-        filter_a = ops.modulator_pool(s0, *packed["modulator_a"])  # [S, 2, 64] fp32: (w_a, b_a)
-        filter_b = ops.modulator_pool(s1, *packed["modulator_b"])
+        split = self.design.split_reductions
+        s0, s1, (mean0, std0), (mean1, std1) = _encode(ops, packed["style"], style, True, True, self.design)
+        pool = ops.modulator_pool_split if split else ops.modulator_pool
+        filter_a = pool(s0, *packed["modulator_a"])  # [S, 2, 64] fp32: (w_a, b_a)
+        filter_b = pool(s1, *packed["modulator_b"])
 
         def signal(t: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
             return t.reshape(-1, CHANNELS, 1, 1).to(dtype)
@@ -156,7 +198,7 @@ class TritonBackend(KernelBackend):
         )
 
     def encode_content(self, ops, operands, image, with_stats):
-        _, f1, _, stats = _encode(ops, operands["content"], image, stats_f0=False, stats_f1=with_stats)
+        _, f1, _, stats = _encode(ops, operands["content"], image, False, with_stats, self.design)
         return f1, stats if with_stats else None
 
     def block_operands(self, stats, block_signals, alpha):
@@ -165,9 +207,12 @@ class TritonBackend(KernelBackend):
                 channel_rows(w), channel_rows(b))
 
     def decoder_block(self, ops, operands, index, x, block_operands, with_stats):
-        out, mean, std = ops.filtermod_resblock(x, *operands[f"dec{index}"], *block_operands, with_stats)
+        out, mean, std = ops.filtermod_resblock(x, *operands[f"dec{index}"], *block_operands, with_stats,
+                                                self.design.split_reductions, self.design.wide_tiles)
         return out, (mean, std) if with_stats else None
 
     def tail(self, ops, operands, x):
+        if self.design.banded_tail:
+            return ops.decoder_tail_banded(x, *operands["tail_banded"])
         return ops.decoder_tail(x, *operands["tail"])
 
