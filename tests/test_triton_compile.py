@@ -9,20 +9,17 @@ without (``microast_fast.kernels.aot``, which does the compiling, says why both)
 
 tests/conftest.py sets TRITON_INTERPRET=1 on CPU-only machines, and triton decides at decoration
 time whether a ``@triton.jit`` function is interpreted: the compiles run in a subprocess with
-TRITON_INTERPRET unset, so the kernels are real JITFunctions there.
+TRITON_INTERPRET unset (``compile_jobs``), so the kernels are real JITFunctions there.
+
+The same compiles give the sm_90 occupancy table (benchmarks/occupancy.py), which must be committed
+under benchmarks/results/ for the running triton and be current.
 
 Run ``python tests/test_triton_compile.py`` for the resource table.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
+import difflib
 from pathlib import Path
 
 import pytest
@@ -30,110 +27,16 @@ import pytest
 pytest.importorskip("triton")  # importing microast_fast.kernels imports it
 pytestmark = pytest.mark.aot
 
-from microast_fast.kernels.aot import compile_for_gpu, spills_in_loops, tf32_products  # noqa: E402
+from microast_fast.kernels.aot import (HOT, KERNELS, LAUNCH_4K, compile_jobs, occupancy_table,  # noqa: E402
+                                       occupancy_table_name, resident_programs, spills_in_loops, tf32_products)
 
-ARCHS = (80, 90)
-DTYPES = ("fp32", "fp16", "bf16")
 # Largest shared memory one block may opt in to: A100 (sm_80) 163 KB, H100 (sm_90) 227 KB.
 SMEM_LIMIT_BY_ARCH = {80: 163 * 1024, 90: 227 * 1024}
 
-# Kernels whose spills would cost real time: they run per content pixel.
-HOT = {
-    "resblock_conv3x3_kernel", "encoder_head_half_kernel", "encoder_head_quarter_kernel",
-    "decoder_tail_kernel",
-}
-
-# (module, kernel, constexpr variants the launchers use)
-# The launchers also use both conv2 variants without STATS (content f0, dec2): strict subsets of the
-# code of variants 1 and 3, left out to keep the compile time down.
-RESBLOCK_VARIANTS = [
-    dict(SECOND=False, FEATMOD=False, FILTERMOD=False, STATS=False),  # encoders' conv1
-    dict(SECOND=True, FEATMOD=False, FILTERMOD=False, STATS=True),    # encoders' conv2 (+ statistics)
-    dict(SECOND=False, FEATMOD=True, FILTERMOD=True, STATS=False),    # decoder conv1
-    dict(SECOND=True, FEATMOD=True, FILTERMOD=True, STATS=True),      # dec1 conv2 (+ statistics)
-]
-KERNELS = [
-    ("instance_stats", "instance_stats_merge_kernel", [dict(C=64, BLOCK_T=64)]),
-    ("filtermod_resblock", "resblock_conv3x3_kernel", [dict(v, C=64) for v in RESBLOCK_VARIANTS]),
-    ("filtermod_resblock", "featmod_affine_kernel", [dict(C=64)]),
-    # each form of the head's 9x9 for the map dtypes that launch it
-    ("encoder_head", "encoder_head_half_kernel", [dict(BANDED=False, dtypes=("fp32",)),
-                                                  dict(BANDED=True, dtypes=("fp16", "bf16"))]),
-    ("encoder_head", "encoder_head_quarter_kernel", [{}]),
-    ("decoder_tail", "decoder_tail_kernel", [{}]),
-    ("modulator_pool", "modulator_pool_kernel", [dict(C=64)]),
-]
-
-
-# --------------------------------------------------------------------------------------------------
-# Worker side (runs with TRITON_INTERPRET unset)
-# --------------------------------------------------------------------------------------------------
-def _jobs():
-    """Every (kernel, variant, config, dtype, arch) to compile."""
-    import importlib
-
-    import triton
-
-    for module_name, kernel_name, variants in KERNELS:
-        kernel = getattr(importlib.import_module(f"microast_fast.kernels.{module_name}"), kernel_name)
-        if isinstance(kernel, triton.runtime.Autotuner):
-            configs = kernel.configs
-            prune = getattr(kernel.early_config_prune, "allows", lambda config, dtype: True)
-        else:
-            configs = [triton.Config({}, num_warps=4, num_stages=3)]
-            prune = lambda config, dtype: True  # noqa: E731
-        for v, variant in enumerate(variants):
-            variant = dict(variant)
-            dtypes = variant.pop("dtypes", DTYPES)
-            for config in configs:
-                kwargs, warps, stages, maxnreg = config.kwargs, config.num_warps, config.num_stages, config.maxnreg
-                for dtype in [d for d in dtypes if prune(config, d)]:  # the configs it would launch
-                    for arch in ARCHS:
-                        for aligned in (True, False):
-                            yield dict(module=module_name, kernel=kernel_name, variant=v,
-                                       constexprs={**variant, **kwargs}, num_warps=warps, num_stages=stages,
-                                       maxnreg=maxnreg, dtype=dtype, arch=arch, aligned=aligned)
-
-
-def _compile_one(job: dict) -> dict:
-    result = dict(job)
-    try:
-        compiled, info, sass = compile_for_gpu(job)
-        result["shared"] = compiled.metadata.shared
-        # fp32 instructions that are not correctly rounded (``/`` and tl.sqrt compile to these).
-        result["approximate"] = sorted(set(re.findall(r"\b(?:div\.full|div\.approx|sqrt\.approx|rsqrt\.approx|"
-                                                      r"rcp\.approx)\.[a-z0-9.]*", compiled.asm["ptx"])))
-        result["spills_in_loops"] = spills_in_loops(sass)
-        result["tf32"] = tf32_products(compiled.asm["ptx"])
-        result["registers"] = int(re.search(r"Used (\d+) registers", info).group(1))
-        stores = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", info)
-        result["spill_stores"], result["spill_loads"] = int(stores.group(1)), int(stores.group(2))
-        result["error"] = None
-    except Exception as exc:  # reported, then failed on by the test
-        result["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
-    return result
-
-
-def worker_main(out_path: str) -> None:
-    jobs = list(_jobs())
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        results = list(pool.map(_compile_one, jobs))
-    Path(out_path).write_text(json.dumps(results))
-
-
-# --------------------------------------------------------------------------------------------------
-# Test side
-# --------------------------------------------------------------------------------------------------
-def compile_all() -> list[dict]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # keep Triton 3.9's default, without its warning
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "results.json"
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(out)], env=env,
-                              capture_output=True, text=True, timeout=1500)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        return json.loads(out.read_text())
+# The Triton of the GPU machines this project is measured on (.ci/run's GPU_TRITON): its occupancy
+# table must be committed.
+GPU_TRITON = "3.6.0"
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 
 def pointers(result: dict) -> str:
@@ -159,7 +62,7 @@ def resource_table(results: list[dict]) -> str:
 @pytest.fixture(scope="module")
 def compiled():
     triton = pytest.importorskip("triton")
-    results = compile_all()
+    results = compile_jobs()
     print(f"\ntriton {triton.__version__}\n" + resource_table(results))
     return results
 
@@ -203,6 +106,46 @@ def test_spill_detector_tells_loops_apart():
     assert spills_in_loops(sass.replace("LDL.LU R4, [R1+0x4]", "NOP")) == 0
 
 
+def test_occupancy_table_is_current(compiled):
+    """benchmarks/results/occupancy_sm90_triton<version>.txt is what benchmarks/occupancy.py makes of
+    this triton's compiles (the GPU machines' triton must have one)."""
+    import triton
+
+    path = RESULTS / occupancy_table_name(triton.__version__)
+    regenerate = f"regenerate it with triton {triton.__version__}: python benchmarks/occupancy.py --write"
+    if not path.exists():
+        assert triton.__version__ != GPU_TRITON, f"no {path.name} for the GPU machines' triton: {regenerate}"
+        pytest.skip(f"no occupancy table for triton {triton.__version__} ({path.name}); {regenerate}")
+    table = occupancy_table(compiled, triton.__version__)
+    diff = "".join(difflib.unified_diff(path.read_text().splitlines(True), table.splitlines(True),
+                                        f"committed {path.name}", "regenerated"))
+    assert not diff, f"{path.name} is stale; {regenerate}\n{diff}"
+
+
+def test_every_kernel_has_a_4k_launch():
+    missing = [name for _, name, _ in KERNELS if name not in LAUNCH_4K]
+    assert not missing, f"add the 4K launch of {missing} to LAUNCH_4K in kernels/aot.py"
+
+
+@pytest.mark.parametrize("registers, warps, shared, expected", [
+    # 233 -> 240 registers a thread, 7,680 a warp: 2 warps in each 16,384-register sub-partition
+    (233, 8, 0, (1, "registers")),
+    (128, 4, 1024, (4, "registers")),          # 4,096 a warp: 4 a sub-partition, 16 an SM
+    (80, 1, 0, (24, "registers")),             # 2,560 a warp: 6 a sub-partition (the SM's 65,536 would take 25)
+    (255, 16, 0, (0, "registers")),            # 16 warps x 8,192 > 65,536 a program: no launch
+    (32, 4, 49152, (4, "shared")),             # 49,152 + 1,024 reserved = 50,176: 233,472 // 50,176
+    (32, 4, 227 * 1024, (1, "shared")),        # the most a program may have, with its 1 KB: the whole SM
+    (32, 4, 227 * 1024 + 1, (0, "shared")),
+    (24, 16, 0, (4, "warps")),                 # 768 a warp: 21 a sub-partition, 84 an SM, but 64 warps at most
+    (16, 1, 0, (32, "programs")),
+    (32, 2, 0, (32, "registers+warps+programs")),
+])
+def test_resident_programs_by_hand(registers, warps, shared, expected):
+    """Counted by hand from the rules of compute capability 9.0; each agrees with CUDA 13.0's
+    cuda_occupancy.h (``cudaOccMaxActiveBlocksPerMultiprocessor`` for an H100)."""
+    assert resident_programs(registers, warps, shared) == expected
+
+
 def test_no_approximate_division_or_square_root(compiled):
     """The interpreter divides and takes square roots exactly; on a GPU ``x / y`` is div.full.f32 (2 ulp)
     and tl.sqrt is sqrt.approx.ftz.f32. The first H100 run (2026-11-26) measured what that costs the
@@ -231,7 +174,4 @@ def test_tf32_detector():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker_main(sys.argv[2])
-    else:
-        print(resource_table(compile_all()))
+    print(resource_table(compile_jobs()))
