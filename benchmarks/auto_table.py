@@ -2,6 +2,8 @@
 
     python benchmarks/auto_table.py --csv OUTDIR/results.csv --verified triton,cuda --capability 9.0 [--out FILE]
 
+``--verified``: what ``benchmarks/verified.py`` prints from the run's test results.
+
 For each (device, dtype, size) of batch 1 in the CSVs (rows as ``microast-fast bench --record`` writes
 them), the backend with the lowest median time among ``torch`` and the ``--verified`` ones: those
 whose GPU tests passed in the run that measured them (``benchmarks/gpu_run.sh`` passes that list). A
@@ -23,12 +25,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from microast_fast.bench.cases import parse_size
-from microast_fast.dispatch import AUTO_TABLE
+from microast_fast.dispatch import AUTO_TABLE, BACKENDS, FALLBACK
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "microast_fast" / "data" / AUTO_TABLE
 FP32_MAX_ABS = 1e-4  # MICROAST_SPEC.md: two correct fp32 implementations at image sizes
-KERNEL_BACKENDS = ("triton", "cuda")
+KERNEL_BACKENDS = tuple(b for b in BACKENDS if b != FALLBACK)  # the Triton variants included
 
 
 def choices(rows, verified: set[str], capability: str | None = None) -> list[dict]:

@@ -49,7 +49,7 @@ def autotune_choices() -> str:
     import triton
 
     lines = []
-    for module in ("encoder_head", "filtermod_resblock", "modulator_pool", "decoder_tail"):
+    for module in ("encoder_head", "filtermod_resblock", "modulator_pool", "decoder_tail", "decoder_tail_banded"):
         kernels = importlib.import_module(f"microast_fast.kernels.{module}")
         for name, kernel in sorted(vars(kernels).items()):
             if isinstance(kernel, triton.runtime.Autotuner):
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 table = profiler_range(backend, device, dtype, height, width, args.warmup)
             else:
                 table = profile_table(backend, device, dtype, height, width, args.warmup, args.rows)
-                if backend == "triton":
+                if backend.startswith("triton"):
                     table += "\n" + autotune_choices()
         except Exception as exc:  # one backend failing must not cost the others' tables
             failed = 1

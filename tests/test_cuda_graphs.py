@@ -105,7 +105,7 @@ def test_a_model_with_graphs_pickles_without_them():
 
 
 GPU_BACKENDS = ["torch", "triton", "triton+banded-tail", "triton+split-reductions",
-                "triton+banded-tail+split-reductions", "cuda"]
+                "triton+wide-tiles", "triton+all-new", "cuda"]
 
 
 @pytest.mark.gpu
