@@ -92,7 +92,7 @@ def summary(times, memory, device) -> str:
             t1, t4 = times[("1080p", "float16", 1, b)], times[("4k", "float16", 1, b)]
             slope = (t4 - t1) / (PIXELS["4k"] - PIXELS["1080p"])
             checks.append((f"fixed cost per frame <= 0.3 ms ({b})", t1 - slope * PIXELS["1080p"], 0.3, False, "ms"))
-    lines.append("budgets (the fastest kernel backend unless named):")
+    lines.append("budgets (the fastest microast-fast backend unless named):")
     for name, value, limit, higher, unit in checks:
         shown_value = f"{value:.3f} {unit}" if value is not None else "-"
         lines.append(f"  {name:<52}{shown_value:>14}  {verdict(value, limit, higher)}")

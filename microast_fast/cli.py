@@ -41,9 +41,11 @@ def default_dtype(device) -> str:
 def load_model(args):
     from .model import MicroAST
 
+    if args.cuda_graphs and not str(args.device).startswith("cuda"):
+        raise UsageError(f"--cuda-graphs replays CUDA graphs: it needs --device cuda, not {args.device}")
     return MicroAST.from_pretrained(backend=args.backend, device=args.device, dtype=DTYPES[args.dtype],
                                     max_memory=args.max_memory, tile_size=args.tile_size,
-                                    preserve_color=args.preserve_color)
+                                    preserve_color=args.preserve_color, cuda_graphs=args.cuda_graphs)
 
 
 def announce(model, args) -> None:
@@ -192,7 +194,8 @@ def ray_options(args):
     return ModelOptions(backend=args.backend, device=args.device, dtype=args.dtype, max_memory=args.max_memory,
                         tile_size=args.tile_size, preserve_color=args.preserve_color, alpha=args.alpha,
                         size=args.size or None, style_size=args.style_size, threads=args.worker_threads,
-                        workers_per_gpu=args.workers_per_gpu, batch=getattr(args, "ray_batch", 1))
+                        workers_per_gpu=args.workers_per_gpu, batch=getattr(args, "ray_batch", 1),
+                        cuda_graphs=args.cuda_graphs)
 
 
 def run_on_ray(args, stylize, inputs: list[str], unit: str, **kwargs) -> int:
@@ -236,6 +239,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", default=None,
                    help="stream each image in tiles within this working-memory budget, e.g. 2GB (exact result)")
     p.add_argument("--tile-size", type=int, default=None, help="stream in tiles of this many quarter-res pixels a side")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each image size's forward from a CUDA graph (GPU; for video frames and folders of "
+                        "same-sized images; not yet measured on a GPU, so off by default)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ class ModelOptions:
     # (``jobs.Stylizer.run_batched``): fewer, larger calls (for small images on GPUs), but an output may
     # then differ from the one-image forward's in the last bit (within the dtype's rule, not byte for byte).
     batch: int = 1
+    cuda_graphs: bool = False  # MicroAST(cuda_graphs=True) on GPU workers
 
 
 @dataclass
@@ -74,7 +75,8 @@ def _build_model(options: ModelOptions):
     dtype = options.dtype or ("float16" if torch.device(device).type == "cuda" else "float32")
     return MicroAST.from_pretrained(backend=options.backend, device=device, dtype=getattr(torch, dtype),
                                     max_memory=options.max_memory, tile_size=options.tile_size,
-                                    preserve_color=options.preserve_color)
+                                    preserve_color=options.preserve_color,
+                                    cuda_graphs=options.cuda_graphs and torch.device(device).type == "cuda")
 
 
 class ImageWorker:

@@ -80,6 +80,7 @@ def test_never_overwrites(photos, tmp_path):
         (["--alpha", "1.5"], r"--alpha must be in \[0, 1\]"),
         (["--backend", "cuda"], "backend 'cuda' is not available"),
         (["--style", "missing.png"], "does not exist"),
+        (["--cuda-graphs", "--device", "cpu"], "--cuda-graphs replays CUDA graphs: it needs --device cuda"),
     ],
 )
 def test_usage_errors(photos, tmp_path, args, message):
