@@ -70,6 +70,26 @@ def test_replays_follow_shape_style_and_alpha(plain):
         torch.testing.assert_close(out, plain(smaller, signals_a, 1.0), rtol=0, atol=1e-6)
 
 
+@pytest.mark.interpreter
+@pytest.mark.parametrize("backend", ["triton", "triton+all-new"])
+def test_replays_of_the_kernel_backends(backend):
+    """The kernel backends take the graph's alpha tensor and signals as their eager forward takes a float
+    alpha and the caller's signals (Triton's interpreter on a CPU)."""
+    pytest.importorskip("triton")
+    if CUDA:
+        pytest.skip("the GPU test replays real graphs")
+    model = MicroAST.from_pretrained(backend=backend, tile_size=0)
+    recorder = EagerRecorder()
+    backend_obj = model._backend_for(False)
+    content, style = images(8, 2, 20, 28), images(9, 1, 24, 24)
+    with torch.inference_mode():
+        signals = model.encode_style(style)
+        for alpha in (1.0, 0.3):
+            out = recorder(model, backend_obj, content, signals, alpha)
+            assert torch.equal(out, model(content, signals, alpha))
+    assert recorder.captures == 1
+
+
 def test_new_weights_are_captured_anew():
     model = MicroAST.from_pretrained(backend="torch", tile_size=0)
     recorder = EagerRecorder()
