@@ -45,50 +45,13 @@ def tile_partial_stats(v, valid, part_ptr, C: tl.constexpr):
 
 
 @triton.jit
-def instance_stats_merge_kernel(part_ptr, mean_ptr, std_ptr, tiles, eps, C: tl.constexpr, BLOCK_T: tl.constexpr):
-    # grid: (N,). Unused slots beyond ``tiles`` are never read.
-    n = tl.program_id(0)
+def merge_tiles(base, lo, hi, C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """``(count, mean, M2)`` per channel of the partials of tiles ``[lo, hi)`` at ``base`` ([tiles, 3, C]):
+    blocks of BLOCK_T tiles by the parallel formula, blocks in sequence by Chan's update."""
     c = tl.arange(0, C)
     run_n = tl.zeros([C], tl.float32)
     run_mean = tl.zeros([C], tl.float32)
     run_m2 = tl.zeros([C], tl.float32)
-    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
-    for t0 in range(0, tiles, BLOCK_T):
-        t = t0 + tl.arange(0, BLOCK_T)
-        m = (t < tiles)[:, None]
-        ptrs = base + t[:, None] * (3 * C) + c[None, :]
-        cnt = tl.load(ptrs, mask=m, other=0.0)
-        mu = tl.load(ptrs + C, mask=m, other=0.0)
-        m2 = tl.load(ptrs + 2 * C, mask=m, other=0.0)
-        blk_n = tl.sum(cnt, axis=0)
-        blk_mean = tl.div_rn(tl.sum(cnt * mu, axis=0), blk_n)
-        dev = mu - blk_mean[None, :]
-        blk_m2 = tl.sum(m2, axis=0) + tl.sum(cnt * dev * dev, axis=0)
-        tot = run_n + blk_n
-        delta = blk_mean - run_mean
-        share = tl.div_rn(blk_n, tot)
-        run_mean = run_mean + delta * share
-        run_m2 = run_m2 + blk_m2 + delta * delta * (run_n * share)
-        run_n = tot
-    var = tl.div_rn(run_m2, run_n - 1.0)  # unbiased, as torch.var and the published calc_mean_std
-    tl.store(mean_ptr + n * C + c, run_mean)
-    tl.store(std_ptr + n * C + c, tl.sqrt_rn(var + eps))
-
-
-@triton.jit
-def instance_stats_group_kernel(part_ptr, group_ptr, tiles, per_group, C: tl.constexpr, BLOCK_T: tl.constexpr):
-    # grid: (groups, N). Pass 1 of the split merge: program g merges tiles [g * per_group, ...) with the
-    # formulas of instance_stats_merge_kernel and stores one (count, mean, M2) partial to group_ptr
-    # [N, groups, 3, C], which instance_stats_merge_kernel then merges as if they were tiles.
-    g = tl.program_id(0)
-    n = tl.program_id(1)
-    c = tl.arange(0, C)
-    lo = g * per_group
-    hi = tl.minimum(lo + per_group, tiles)
-    run_n = tl.zeros([C], tl.float32)
-    run_mean = tl.zeros([C], tl.float32)
-    run_m2 = tl.zeros([C], tl.float32)
-    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
     for t0 in range(lo, hi, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)
         m = (t < hi)[:, None]
@@ -106,6 +69,32 @@ def instance_stats_group_kernel(part_ptr, group_ptr, tiles, per_group, C: tl.con
         run_mean = run_mean + delta * share
         run_m2 = run_m2 + blk_m2 + delta * delta * (run_n * share)
         run_n = tot
+    return run_n, run_mean, run_m2
+
+
+@triton.jit
+def instance_stats_merge_kernel(part_ptr, mean_ptr, std_ptr, tiles, eps, C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid: (N,). Unused slots beyond ``tiles`` are never read.
+    n = tl.program_id(0)
+    c = tl.arange(0, C)
+    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
+    run_n, run_mean, run_m2 = merge_tiles(base, 0, tiles, C, BLOCK_T)
+    var = tl.div_rn(run_m2, run_n - 1.0)  # unbiased, as torch.var and the published calc_mean_std
+    tl.store(mean_ptr + n * C + c, run_mean)
+    tl.store(std_ptr + n * C + c, tl.sqrt_rn(var + eps))
+
+
+@triton.jit
+def instance_stats_group_kernel(part_ptr, group_ptr, tiles, per_group, C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # grid: (groups, N). Pass 1 of the split merge: program g merges tiles [g * per_group, ...) and
+    # stores one (count, mean, M2) partial to group_ptr [N, groups, 3, C], which
+    # instance_stats_merge_kernel then merges as if they were tiles.
+    g = tl.program_id(0)
+    n = tl.program_id(1)
+    c = tl.arange(0, C)
+    lo = g * per_group
+    base = part_ptr + n.to(tl.int64) * tiles * (3 * C)
+    run_n, run_mean, run_m2 = merge_tiles(base, lo, tl.minimum(lo + per_group, tiles), C, BLOCK_T)
     out = group_ptr + (n * tl.num_programs(0) + g).to(tl.int64) * (3 * C)
     tl.store(out + c, run_n)
     tl.store(out + C + c, run_mean)
