@@ -1,10 +1,12 @@
 """The scripts of benchmarks/gpu_run.sh that turn a GPU run's test results into "auto" candidates."""
 
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("verified", ROOT / "benchmarks" / "verified.py")
+verified_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(verified_module)
 
 
 def junit(path, cases):
@@ -18,9 +20,7 @@ def junit(path, cases):
 
 
 def verified(*files):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "verified.py"), *files],
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.strip().split(",") if proc.stdout.strip() else []
+    return verified_module.verified(files)
 
 
 BASE = [("test_triton_kernels", "test_decoder_tail[9-13]", "pass"), ("test_triton_model", "test_alpha[0.0]", "pass")]
