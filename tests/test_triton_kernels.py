@@ -78,18 +78,23 @@ def test_epilogue_statistics_keep_their_digits(h, w):
     assert_close(std, exp_std.view(2, 64), "std")
 
 
-def test_instance_stats_merge_uneven_partials():
-    """Chan merge across merge blocks (block_t=2 forces the sequential step) of uneven tiles."""
-    x = randn(1, 3, 64, 300, scale=2.0, shift=-5.0).double()
-    bounds = [0, 1, 7, 64, 65, 200, 300]  # tiles of 1 .. 135 positions
+def uneven_partials(x: torch.Tensor, bounds: list[int]) -> torch.Tensor:
+    """Exact (count, mean, M2) of ``x``'s positions [lo, hi) per tile, as fp32 ``[N, tiles, 3, C]``."""
     parts = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         chunk = x[..., lo:hi]
         mean = chunk.mean(-1)
         m2 = ((chunk - mean[..., None]) ** 2).sum(-1)
         parts.append(torch.stack([torch.full_like(mean, hi - lo), mean, m2], dim=1))
-    partials = torch.stack(parts, dim=1).float().contiguous()  # [N, tiles, 3, C]
-    mean, std = stats.merge_partials(partials, len(parts), block_t=2)
+    return torch.stack(parts, dim=1).float().contiguous()
+
+
+def test_instance_stats_merge_uneven_partials():
+    """Chan merge across merge blocks (block_t=2 forces the sequential step) of uneven tiles."""
+    x = randn(1, 3, 64, 300, scale=2.0, shift=-5.0).double()
+    bounds = [0, 1, 7, 64, 65, 200, 300]  # tiles of 1 .. 135 positions
+    partials = uneven_partials(x, bounds)
+    mean, std = stats.merge_partials(partials, len(bounds) - 1, block_t=2)
     assert_close(mean, x.mean(-1), "mean")
     assert_close(std, (x.var(-1) + 1e-5).sqrt(), "std")
 

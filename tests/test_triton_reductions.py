@@ -24,7 +24,8 @@ from microast_fast.kernels import instance_stats as stats  # noqa: E402
 from microast_fast.kernels import modulator_pool as modpool  # noqa: E402
 from microast_fast.weight_packing import pack_modulator_pair  # noqa: E402
 
-from test_triton_kernels import DEVICE, TOL, assert_close, nchw, nhwc, packed_block, randn  # noqa: E402
+from test_triton_kernels import (DEVICE, TOL, assert_close, nchw, nhwc, packed_block, randn,  # noqa: E402
+                                 uneven_partials)
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +36,6 @@ def ref():
 def ulp(v: float) -> float:
     """fp32's unit in the last place at magnitude ``v``."""
     return 2.0 ** (math.floor(math.log2(v)) - 23)
-
-
-def uneven_partials(x: torch.Tensor, bounds: list[int]) -> torch.Tensor:
-    """Exact (count, mean, M2) of ``x``'s positions [lo, hi) per tile, as fp32 ``[N, tiles, 3, C]``."""
-    parts = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        chunk = x[..., lo:hi]
-        mean = chunk.mean(-1)
-        m2 = ((chunk - mean[..., None]) ** 2).sum(-1)
-        parts.append(torch.stack([torch.full_like(mean, hi - lo), mean, m2], dim=1))
-    return torch.stack(parts, dim=1).float().contiguous()
 
 
 # 41 tiles of 1 to 159 positions; data at an offset of -5 (spread 2) and at 100 (spread 0.01,

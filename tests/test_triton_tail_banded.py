@@ -19,36 +19,12 @@ from microast_fast.backends.triton_backend import decoder_tail_banded_operands, 
 from microast_fast.kernels import decoder_tail as tail  # noqa: E402
 from microast_fast.kernels import decoder_tail_banded as banded  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-TOL = 1e-5
+from test_triton_kernels import DEVICE, assert_close, nhwc, randn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ref():
     return MicroASTReference.from_pretrained().to(DEVICE)
-
-
-def randn(seed, *shape, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g) * scale).to(DEVICE)
-
-
-def nhwc(x):
-    return x.permute(0, 2, 3, 1).contiguous()
-
-
-def assert_close(out, expected, what, tol=TOL):
-    assert out.shape == expected.shape, (what, out.shape, expected.shape)
-    err = (out.double() - expected.double()).abs()
-    worst = err.max().item()
-    if worst > tol:
-        idx = tuple(int(i) for i in torch.nonzero(err == err.max())[0])
-        raise AssertionError(f"{what}: max abs error {worst:.3g} > {tol:g} at {idx} "
-                             f"(got {out[idx].item():.7g}, expected {expected[idx].item():.7g})")
-
-
-def banded_operands(dec3, dtype):
-    return decoder_tail_banded_operands(dec3, dtype)  # the backend's packing
 
 
 def poisoned(*shape):
@@ -112,7 +88,8 @@ def test_decoder_tail_banded(ref, h, w, band_rows):
     x = randn(h * w, 2, 64, h, w, scale=0.5).relu()
     rows = band_rows or 4 * h
     with np.errstate(invalid="raise"):
-        out = banded.launch_decoder_tail_banded(nhwc(x), *banded_operands(dec3, torch.float32), band_rows=rows,
+        operands = decoder_tail_banded_operands(dec3, torch.float32)
+        out = banded.launch_decoder_tail_banded(nhwc(x), *operands, band_rows=rows,
                                                 buffers=poisoned_buffers(2, h, w, rows))
     assert_close(out, dec3(x), f"banded tail {h}x{w}, bands of {rows}")
     if (h, w) == (11, 23) and DEVICE == "cpu":
@@ -122,7 +99,7 @@ def test_decoder_tail_banded(ref, h, w, band_rows):
 def test_banded_equals_persistent_tail(ref):
     dec3 = ref.decoder.dec3
     x = nhwc(randn(7, 2, 64, 9, 5, scale=0.5).relu())
-    out = banded.launch_decoder_tail_banded(x, *banded_operands(dec3, torch.float32), band_rows=8)
+    out = banded.launch_decoder_tail_banded(x, *decoder_tail_banded_operands(dec3, torch.float32), band_rows=8)
     assert_close(out, tail.decoder_tail(x, *decoder_tail_operands(dec3, torch.float32)), "banded vs persistent tail")
 
 
@@ -136,7 +113,7 @@ def test_decoder_tail_banded_half_maps(ref, dtype):
         pytest.skip("the interpreter has no bf16 arithmetic")
     dec3 = ref.decoder.dec3
     x = randn(361, 2, 64, 19, 19, scale=0.5).relu().to(dtype)
-    out = banded.launch_decoder_tail_banded(nhwc(x), *banded_operands(dec3, dtype), band_rows=32)
+    out = banded.launch_decoder_tail_banded(nhwc(x), *decoder_tail_banded_operands(dec3, dtype), band_rows=32)
     expected = dec3(x.float())
     assert out.dtype == dtype
     if DEVICE == "cpu":
@@ -147,5 +124,6 @@ def test_decoder_tail_banded_half_maps(ref, dtype):
 
 def test_decoder_tail_banded_passes_opcheck(ref):
     x = nhwc(randn(0, 1, 64, 2, 3))
-    torch.library.opcheck(banded.decoder_tail_banded, (x, *banded_operands(ref.decoder.dec3, torch.float32)),
+    operands = decoder_tail_banded_operands(ref.decoder.dec3, torch.float32)
+    torch.library.opcheck(banded.decoder_tail_banded, (x, *operands),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

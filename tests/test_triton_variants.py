@@ -17,7 +17,7 @@ from microast_fast import MicroAST, MicroASTReference  # noqa: E402
 from microast_fast.backends.triton_backend import VARIANTS  # noqa: E402
 
 from reference_check import assert_fp32_matches, psnr_8bit, reference64  # noqa: E402
-from test_triton_model import per_sample_reference, photo  # noqa: E402
+from test_triton_model import images, per_sample_reference, photo  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -32,10 +32,6 @@ def ref():
 @pytest.fixture(scope="module")
 def ref64(ref):
     return reference64(ref).to(DEVICE)
-
-
-def images(seed, n, h, w):
-    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
 
 
 @pytest.mark.parametrize("variant", NEW)
