@@ -39,12 +39,17 @@ class GraphedForward:
         self._pool = None  # one memory pool shared by this model's graphs (they never run concurrently)
 
     def __call__(self, model, backend, content: torch.Tensor, signals: StyleSignals, alpha) -> torch.Tensor:
-        # The kernels read packed copies of the weights (repacked when a parameter changes), the torch
-        # backend the parameters themselves: a graph is valid while both stay where they were.
-        weights = backend.operands(model) if hasattr(backend, "operands") else None
+        # A graph reads the weights where they were at its capture: the kernel backends' packed copies
+        # (a new object whenever a parameter changes; held by the entry, so the id is not reused), the
+        # torch backend's parameters themselves.
+        if hasattr(backend, "operands"):
+            weights = backend.operands(model)
+            weights_key = id(weights)
+        else:
+            weights, weights_key = None, tuple(p.data_ptr() for p in model.parameters())
         alpha_len = 1 if not torch.is_tensor(alpha) else alpha.numel()
         key = (backend.name, tuple(content.shape), content.dtype, content.device, signals.batch_size,
-               tuple(t.dtype for t in signals), alpha_len, id(weights), tuple(p.data_ptr() for p in model.parameters()))
+               tuple(t.dtype for t in signals), alpha_len, weights_key)
         entry = self._graphs.get(key)
         if entry is None:
             entry = self._capture(model, backend, content, signals, alpha_len, weights)
@@ -96,6 +101,3 @@ class GraphedForward:
 
     def __getstate__(self):
         return {"_graphs": {}, "_pool": None}  # graphs are of this process and device: a copy recaptures
-
-    def clear(self) -> None:
-        self._graphs.clear()

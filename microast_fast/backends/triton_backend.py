@@ -71,10 +71,11 @@ def decoder_tail_operands(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list
     ]
 
 
-def decoder_tail_banded_operands(dec3: torch.nn.Sequential, dtype: torch.dtype) -> list[torch.Tensor]:
-    """``microast::decoder_tail_banded``'s operands: ``decoder_tail``'s, with its 9x9 for 8 consecutive
-    output pixels of a row at once (``pack_conv9x9_out_banded``)."""
-    operands = decoder_tail_operands(dec3, dtype)
+def decoder_tail_banded_operands(dec3: torch.nn.Sequential, dtype: torch.dtype,
+                                 tail_operands: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """``microast::decoder_tail_banded``'s operands: ``decoder_tail``'s (``tail_operands`` if already
+    packed), with its 9x9 for 8 consecutive output pixels of a row at once (``pack_conv9x9_out_banded``)."""
+    operands = list(tail_operands or decoder_tail_operands(dec3, dtype))
     segment = load_kernels().decoder_tail_banded.SEGMENT.value
     operands[10] = pack_conv9x9_out_banded(dec3[10].conv_layer.weight, dtype, segment)
     return operands
@@ -89,6 +90,7 @@ def _pack_encoder(encoder) -> tuple:
 def _pack(model) -> dict:
     dtype = model.dtype
     mod = model.modulator
+    tail = decoder_tail_operands(model.decoder.dec3, dtype)
     return {
         "content": _pack_encoder(model.content_encoder),
         "style": _pack_encoder(model.style_encoder),
@@ -96,8 +98,8 @@ def _pack(model) -> dict:
         "modulator_b": pack_modulator_pair(mod.weight2, mod.bias2),  # from s1: (w_b, b_b)
         "dec1": pack_residual_block(model.decoder.dec1, dtype, dtype),
         "dec2": pack_residual_block(model.decoder.dec2, dtype, dtype),
-        "tail": decoder_tail_operands(model.decoder.dec3, dtype),
-        "tail_banded": decoder_tail_banded_operands(model.decoder.dec3, dtype),
+        "tail": tail,
+        "tail_banded": decoder_tail_banded_operands(model.decoder.dec3, dtype, tail),
     }
 
 
