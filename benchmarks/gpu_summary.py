@@ -44,7 +44,10 @@ def kernel_backends(times) -> list[str]:
 
 def fastest(times, size, dtype, candidates) -> tuple[str, float] | None:
     found = [(times[(size, dtype, 1, b)], b) for b in candidates if (size, dtype, 1, b) in times and ":" not in b]
-    return (min(found)[1], min(found)[0]) if found else None
+    if not found:
+        return None
+    ms, backend = min(found)
+    return backend, ms
 
 
 def verdict(value: float | None, limit: float, higher_is_better: bool = False) -> str:
@@ -63,8 +66,8 @@ def summary(times, memory, device) -> str:
         cells = [times.get((s, d, 1, b)) for s in SIZES for d in DTYPES]
         if any(c is not None for c in cells):
             lines.append(f"{b:<42}" + "".join(f"{c:>12.3f}" if c is not None else f"{'-':>12}" for c in cells))
-    batch8 = [(b, times[k]) for k in times if k[0] == "1080p" and k[1] == "float16" and k[2] == 8
-              for b in [k[3]]]
+    batch8 = [(b, ms) for (size, dtype, batch, b), ms in times.items()
+              if (size, dtype, batch) == ("1080p", "float16", 8)]
     if batch8:
         lines.append("")
         lines.append("1080p fp16 batch 8: " + ", ".join(f"{b} {8000 / t:.0f} images/s" for b, t in sorted(batch8)))
@@ -88,7 +91,7 @@ def summary(times, memory, device) -> str:
     peak = memory.get(("4k", "float16", fastest_4k[0])) if fastest_4k else None
     checks.append(("4K fp16 peak memory <= 400 MiB", peak, 400.0, False, "MiB"))
     for b in backends:
-        if ":" in b and all(("%s" % s, "float16", 1, b) in times for s in SIZES):
+        if ":" in b and all((s, "float16", 1, b) in times for s in SIZES):
             t1, t4 = times[("1080p", "float16", 1, b)], times[("4k", "float16", 1, b)]
             slope = (t4 - t1) / (PIXELS["4k"] - PIXELS["1080p"])
             checks.append((f"fixed cost per frame <= 0.3 ms ({b})", t1 - slope * PIXELS["1080p"], 0.3, False, "ms"))
